@@ -78,14 +78,16 @@ typedef struct TsrTensorDesc {
  *  SOFTMAX: attrs->dim is non-negative; input and output share sizes and dtype.
  *  MATMUL: inputs are (..., M, K) and (..., K, N) with equal batch sizes (broadcast batch
  *    strides are 0); outputs[0] is (..., M, N) and contiguous; all three share one dtype.
- *  RANDOM: fills outputs[0] (any strides) from Philox4x32-10 with key (lo32(seed),
- *    hi32(seed)) and counter (lo32(n), hi32(n), 0, 0). uniform (scalar = low, scalar2 =
- *    high) and bernoulli (scalar = p; writes 1 where u < p) use one 32-bit lane per element:
+ *  RANDOM: fills outputs[0] (any strides; any dtype for bernoulli, float for the others)
+ *    from Philox4x32-10 with key (lo32(seed), hi32(seed)) and counter (lo32(n), hi32(n),
+ *    0, 0). uniform (scalar = low, scalar2 = high) and bernoulli (scalar = p; writes 1
+ *    where u < p) use one 32-bit lane per element:
  *    element i (row-major) takes n = offset + i/4, lane i%4, u = (x + 0.5) * 2^-32.
  *    normal (scalar = mean, scalar2 = std) uses two lanes per element: n = offset + i/2,
  *    lanes 2*(i%2) and 2*(i%2)+1 as u1, u2, z = sqrt(-2 ln u1) * cos(2 pi u2). The
  *    runtime advances its offset past the counters used, so results do not depend on how
- *    the kernel splits the work across threads.
+ *    the kernel splits the work across threads. RANDOM's scalars are probabilities and
+ *    moments, so they are not converted to the output dtype: read them by their kind.
  * Outputs come first. `stream` is the device's current stream (NULL = default). */
 typedef struct TsrKernelArgs {
   uint32_t struct_size;
