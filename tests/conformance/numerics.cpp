@@ -22,7 +22,10 @@ const char* dtype_str(int32_t dtype) {
 
 std::string shape_str(const Shape& sizes) {
   std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? "," : "") + std::to_string(sizes[i]);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(sizes[i]);
+  }
   return s + "]";
 }
 
