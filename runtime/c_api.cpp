@@ -3,6 +3,7 @@
 // entry points are generated from ops.def, one definition macro per op kind.
 #include <algorithm>
 #include <cctype>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -226,18 +227,26 @@ int32_t tsr_tensor_info(TsrTensor t, TsrTensorInfo* info) {
   return guard([&, fn = __func__] {
     TSR_NEED(t);
     TSR_NEED(info);
-    std::memset(info, 0, sizeof *info);
-    info->struct_size = sizeof *info;
-    info->dtype = t->dtype_;
-    info->device = t->device_;
-    info->ndim = t->ndim_;
-    info->is_contiguous = t->is_contiguous();
-    std::copy(t->sizes_, t->sizes_ + t->ndim_, info->sizes);
-    std::copy(t->strides_, t->strides_ + t->ndim_, info->strides);
-    info->storage_offset = t->offset_;
-    info->numel = t->numel();
-    info->data = t->data();
-    info->version = t->version();
+    // Write no more than the caller's struct holds: a host built against an older, smaller
+    // TsrTensorInfo gets the members it knows.
+    const uint32_t caller_size = info->struct_size;
+    if (caller_size < offsetof(TsrTensorInfo, sizes))
+      fail(TSR_ERR_INVALID_ARGUMENT, "[tsr_tensor_info] info->struct_size is " + std::to_string(caller_size) +
+                                         "; set it to sizeof(TsrTensorInfo) (" + std::to_string(sizeof *info) + ")");
+    TsrTensorInfo full;
+    std::memset(&full, 0, sizeof full);
+    full.struct_size = std::min<uint32_t>(caller_size, sizeof full);
+    full.dtype = t->dtype_;
+    full.device = t->device_;
+    full.ndim = t->ndim_;
+    full.is_contiguous = t->is_contiguous();
+    std::copy(t->sizes_, t->sizes_ + t->ndim_, full.sizes);
+    std::copy(t->strides_, t->strides_ + t->ndim_, full.strides);
+    full.storage_offset = t->offset_;
+    full.numel = t->numel();
+    full.data = t->data();
+    full.version = t->version();
+    std::memcpy(info, &full, full.struct_size);
   });
 }
 

@@ -504,10 +504,32 @@ Tensor factory_out(int32_t op, TensorImpl* given, const TsrAttrs& attrs, int32_t
                kOpInfo[op].name);
 }
 
+// PyTorch's checked conversion of a fill value: it must be representable in the dtype
+// (300 into uint8, NaN into int32 or 1e6 into float16 is an error, not a silent wrap).
+void check_fits(int32_t op, const TsrScalar& s, int32_t dtype) {
+  if (dtype == TSR_BOOL) return;
+  const bool is_int = s.kind != TSR_SCALAR_FLOAT;
+  const double v = is_int ? static_cast<double>(s.v.i) : s.v.f;
+  bool ok = true;
+  switch (dtype) {
+    case TSR_UINT8: ok = v >= 0 && v <= 255; break;
+    case TSR_INT32: ok = v >= INT32_MIN && v <= INT32_MAX; break;
+    case TSR_INT64: ok = is_int || (v >= -0x1p63 && v < 0x1p63); break;
+    case TSR_FLOAT16: ok = !std::isfinite(v) || std::fabs(v) <= 65504.0; break;
+    case TSR_BFLOAT16:
+    case TSR_FLOAT32: ok = !std::isfinite(v) || std::fabs(v) <= 3.4028234663852886e38; break;
+    default: break;
+  }
+  if (!ok)
+    fail(TSR_ERR_RUNTIME, prefix(op) + "value " + (is_int ? std::to_string(s.v.i) : std::to_string(s.v.f)) +
+                              " cannot be converted to dtype " + dtype_str(dtype) + " without overflow");
+}
+
 void fill(int32_t op, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs) {
   expect_inputs(op, nin, 0, "");
   check_scalar(op, attrs.scalar);
   Tensor out = factory_out(op, outs[0], attrs, scalar_dtype(attrs.scalar));
+  check_fits(op, attrs.scalar, out->dtype_);
   fill_kernel(*out, attrs.scalar);
   finish_out(outs[0], out, outs);
 }

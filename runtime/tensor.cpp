@@ -114,6 +114,8 @@ void check_dtype(int32_t dtype, const char* op) {
     fail(TSR_ERR_TYPE, std::string("[") + op + "] unknown dtype " + std::to_string(dtype));
 }
 
+}  // namespace
+
 // Number of elements of sizes; INVALID_ARGUMENT on negative sizes or overflow.
 int64_t checked_numel(const int64_t* sizes, int32_t ndim, int32_t dtype, const char* op) {
   int64_t n = 1;
@@ -126,8 +128,6 @@ int64_t checked_numel(const int64_t* sizes, int32_t ndim, int32_t dtype, const c
     fail(TSR_ERR_INVALID_ARGUMENT, std::string("[") + op + "] shape " + shape_str(sizes, ndim) + " is too large");
   return n;
 }
-
-}  // namespace
 
 Tensor empty(const int64_t* sizes, int32_t ndim, int32_t dtype, TsrDevice device, const char* op) {
   check_ndim(ndim, op);

@@ -129,6 +129,8 @@ Tensor from_buffer(const void* data, const int64_t* sizes, int32_t ndim, int32_t
 Tensor from_borrowed(void* data, const int64_t* sizes, const int64_t* strides, int32_t ndim, int32_t dtype,
                      TsrDevice device, void (*deleter)(void*), void* ctx);
 // A new impl over t's storage (a view): same dtype/device, given geometry.
+// Number of elements of sizes; INVALID_ARGUMENT naming op on negative sizes or overflow.
+int64_t checked_numel(const int64_t* sizes, int32_t ndim, int32_t dtype, const char* op);
 Tensor make_view(const TensorImpl& t, const int64_t* sizes, const int64_t* strides, int32_t ndim, int64_t offset);
 
 // Byte copy of contiguous memory between devices (either side may be the host/CPU).

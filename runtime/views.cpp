@@ -218,6 +218,7 @@ Tensor expand(TensorImpl& t, const int64_t* sizes, int32_t ndim) {
                 t);
     }
   }
+  checked_numel(out_sizes, ndim, t.dtype_, "expand");  // stride-0 dims can make numel overflow
   return make_view(t, out_sizes, strides, ndim, t.offset_);
 }
 

@@ -44,6 +44,7 @@ inline Owned i32(const std::vector<int32_t>& v, const std::vector<int64_t>& shap
 
 inline TsrTensorInfo info(TsrTensor t) {
   TsrTensorInfo i{};
+  i.struct_size = sizeof i;
   EXPECT_OK(tsr_tensor_info(t, &i));
   return i;
 }

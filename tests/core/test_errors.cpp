@@ -1,5 +1,8 @@
 // Bad input through the C ABI: each call returns a status and a message naming the op,
 // the shapes, the dtypes and the device.
+#include <cmath>
+#include <cstddef>
+
 #include "helpers.h"
 
 TEST(Errors, BroadcastMismatch) {
@@ -95,4 +98,39 @@ TEST(Errors, BadCalls) {
   expect_error(tsr_clamp(i, nullptr, nullptr, r.out()), TSR_ERR_INVALID_ARGUMENT, {"[clamp]", "min", "[1] int32"});
   int64_t d[] = {0, 1};
   expect_error(tsr_argmax(i, d, 2, 0, r.out()), TSR_ERR_INVALID_ARGUMENT, {"[argmax]", "one dim"});
+}
+
+TEST(Errors, ExpandNumelOverflow) {
+  Owned one = f32({1}, {1, 1}), r;
+  int64_t wraps[] = {3, 6148914691236517206LL};  // 3 * that = 2^64 + 2
+  expect_error(tsr_expand(one, wraps, 2, r.out()), TSR_ERR_INVALID_ARGUMENT, {"[expand]", "[3, 6148914691236517206]"});
+  int64_t huge[] = {1LL << 40, 1LL << 40};
+  expect_error(tsr_expand(one, huge, 2, r.out()), TSR_ERR_INVALID_ARGUMENT, {"[expand]"});
+  EXPECT_EQ(r.t, nullptr);
+}
+
+TEST(Errors, FillValueOverflow) {
+  int64_t shape[] = {2};
+  Owned r;
+  expect_error(tsr_full(shape, 1, TSR_UINT8, kCpu, tsr_scalar_int(300), r.out()), TSR_ERR_RUNTIME,
+               {"[fill]", "300", "uint8", "overflow"});
+  expect_error(tsr_full(shape, 1, TSR_INT32, kCpu, tsr_scalar_float(NAN), r.out()), TSR_ERR_RUNTIME,
+               {"[fill]", "int32", "overflow"});
+  expect_error(tsr_full(shape, 1, TSR_FLOAT16, kCpu, tsr_scalar_float(1e6), r.out()), TSR_ERR_RUNTIME,
+               {"[fill]", "float16"});
+  ASSERT_OK(tsr_full(shape, 1, TSR_UINT8, kCpu, tsr_scalar_int(255), r.out()));
+  EXPECT_EQ(read<uint8_t>(r), (std::vector<uint8_t>{255, 255}));
+}
+
+TEST(Errors, TensorInfoHonoursStructSize) {
+  Owned a = f32({1, 2, 3, 4, 5, 6}, {2, 3});
+  unsigned char buf[sizeof(TsrTensorInfo)];
+  std::memset(buf, 0xAB, sizeof buf);
+  TsrTensorInfo* info = reinterpret_cast<TsrTensorInfo*>(buf);
+  info->struct_size = offsetof(TsrTensorInfo, sizes);  // an older, smaller struct
+  ASSERT_OK(tsr_tensor_info(a, info));
+  EXPECT_EQ(info->ndim, 2);
+  for (size_t i = offsetof(TsrTensorInfo, sizes); i < sizeof buf; ++i) ASSERT_EQ(buf[i], 0xAB) << "byte " << i;
+  info->struct_size = 8;
+  expect_error(tsr_tensor_info(a, info), TSR_ERR_INVALID_ARGUMENT, {"[tsr_tensor_info]", "struct_size"});
 }

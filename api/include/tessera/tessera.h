@@ -67,7 +67,8 @@ static inline TsrScalar tsr_scalar_bool(int v) {
 
 /* ---- tensors ---------------------------------------------------------------------- */
 
-/* Everything about a tensor in one call. */
+/* Everything about a tensor in one call. Set info->struct_size = sizeof(TsrTensorInfo)
+ * first: the runtime writes at most that many bytes (older hosts get the members they know). */
 typedef struct TsrTensorInfo {
   uint32_t struct_size;
   int32_t dtype;
