@@ -332,6 +332,8 @@ void reduce(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attr
   // A 0-D input reduces as a 1-D tensor of one element.
   const int32_t kdim = std::max<int32_t>(x0.ndim_, 1);
   bool reduced[TSR_MAX_DIMS] = {};
+  if (attrs.ndims < 0)
+    op_fail(TSR_ERR_INVALID_ARGUMENT, op, "ndims " + std::to_string(attrs.ndims) + " is negative", in, 1);
   if (arg ? attrs.has_dim != 0 : attrs.ndims > 0) {
     int32_t n = arg ? 1 : attrs.ndims;
     check_ndim(n, info.name);

@@ -134,3 +134,14 @@ TEST(Errors, TensorInfoHonoursStructSize) {
   info->struct_size = 8;
   expect_error(tsr_tensor_info(a, info), TSR_ERR_INVALID_ARGUMENT, {"[tsr_tensor_info]", "struct_size"});
 }
+
+TEST(Errors, NegativeReductionDimCount) {
+  Owned a = f32({1, 2, 3, 4, 5, 6}, {2, 3}), r;
+  TsrAttrs attrs;
+  tsr_attrs_init(&attrs);
+  attrs.ndims = -1;
+  int32_t op = -1;
+  ASSERT_OK(tsr_op_lookup("sum", &op));
+  TsrTensor in[] = {a};
+  expect_error(tsr_call(op, in, 1, &attrs, r.out(), 1), TSR_ERR_INVALID_ARGUMENT, {"[sum]", "ndims -1", "[2, 3]"});
+}
