@@ -85,13 +85,16 @@ HostContext& host_of(void* host_ctx, const char* fn) {
   return *host;
 }
 
+// A struct the plugin hands over must be at least as large as the one this runtime reads.
+void check_struct_size(const std::string& who, uint32_t got, size_t need) {
+  if (got < need)
+    fail(TSR_ERR_INVALID_ARGUMENT, who + ": struct_size " + std::to_string(got) + " < " + std::to_string(need));
+}
+
 void register_device(HostContext& host, const TsrDeviceInterface* d) {
   const std::string who = "register_device";
   if (d == nullptr) fail(TSR_ERR_NULL_POINTER, who + ": device is NULL");
-  if (d->struct_size < sizeof(TsrDeviceInterface)) {
-    fail(TSR_ERR_INVALID_ARGUMENT, who + ": struct_size " + std::to_string(d->struct_size) + " < " +
-                                       std::to_string(sizeof(TsrDeviceInterface)));
-  }
+  check_struct_size(who, d->struct_size, sizeof(TsrDeviceInterface));
   if (d->type_name == nullptr || *d->type_name == '\0')
     fail(TSR_ERR_NULL_POINTER, who + ": type_name is NULL or empty");
   const std::string name = d->type_name;
@@ -117,10 +120,7 @@ void register_device(HostContext& host, const TsrDeviceInterface* d) {
 void register_kernel(HostContext& host, const TsrKernelDef* k) {
   const std::string who = "register_kernel";
   if (k == nullptr) fail(TSR_ERR_NULL_POINTER, who + ": kernel is NULL");
-  if (k->struct_size < sizeof(TsrKernelDef)) {
-    fail(TSR_ERR_INVALID_ARGUMENT, who + ": struct_size " + std::to_string(k->struct_size) + " < " +
-                                       std::to_string(sizeof(TsrKernelDef)));
-  }
+  check_struct_size(who, k->struct_size, sizeof(TsrKernelDef));
   if (k->op_name == nullptr) fail(TSR_ERR_NULL_POINTER, who + ": op_name is NULL");
   const std::string what = who + " '" + k->op_name + "'";
   if (k->device_type == nullptr) fail(TSR_ERR_NULL_POINTER, what + ": device_type is NULL");

@@ -58,24 +58,19 @@ void blas_matmul(const Mat& a, const Mat& b, int32_t dtype, char* c, std::vector
                  std::vector<T>& tmp_b, std::vector<T>& tmp_c) {
   const int32_t cdt = std::is_same_v<T, float> ? TSR_FLOAT32 : TSR_FLOAT64;
   const bool native = dtype == cdt;
-  const T* pa = reinterpret_cast<const T*>(a.data);
-  const T* pb = reinterpret_cast<const T*>(b.data);
-  bool ta = false, tb = false;
-  int64_t lda = a.cols, ldb = b.cols;
-  if (!native || !blas_layout(a, ta, lda)) {
-    tmp_a.resize(a.rows * a.cols);
-    gather(a, dtype, cdt, tmp_a.data());
-    pa = tmp_a.data();
-    ta = false;
-    lda = a.cols;
-  }
-  if (!native || !blas_layout(b, tb, ldb)) {
-    tmp_b.resize(b.rows * b.cols);
-    gather(b, dtype, cdt, tmp_b.data());
-    pb = tmp_b.data();
-    tb = false;
-    ldb = b.cols;
-  }
+  // An operand BLAS can read in place, or else a contiguous T copy of it in tmp.
+  auto operand = [&](const Mat& m, std::vector<T>& tmp, bool& trans, int64_t& ld) -> const T* {
+    trans = false;
+    ld = m.cols;
+    if (native && blas_layout(m, trans, ld)) return reinterpret_cast<const T*>(m.data);
+    tmp.resize(m.rows * m.cols);
+    gather(m, dtype, cdt, tmp.data());
+    return tmp.data();
+  };
+  bool ta, tb;
+  int64_t lda, ldb;
+  const T* pa = operand(a, tmp_a, ta, lda);
+  const T* pb = operand(b, tmp_b, tb, ldb);
   T* pc = reinterpret_cast<T*>(c);
   if (!native) {
     tmp_c.resize(a.rows * b.cols);
