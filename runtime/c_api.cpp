@@ -526,6 +526,9 @@ int32_t tsr_call(int32_t op, const TsrTensor* inputs, int32_t num_inputs, const 
 #define TSR_DEF_RANDOM(name) \
   int32_t tsr_##name##_(TsrTensor t, TsrScalar p0, TsrScalar p1) { return random(kOp_##name, "tsr_" #name "_", t, p0, p1); }
 #define TSR_DEF_VIEW(name) /* defined above by hand */
+#define TSR_DEF_CONV(name) /* through tsr_call */
+#define TSR_DEF_POOL(name)
+#define TSR_DEF_OPTIM(name)
 #define TSR_OP(name, kind, types, diff) TSR_DEF_##kind(name)
 #include "tessera/ops.def"
 #undef TSR_OP

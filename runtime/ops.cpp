@@ -674,6 +674,9 @@ void dispatch(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& at
       if (outs[0]) fail(TSR_ERR_INVALID_ARGUMENT, prefix(op) + "returns a new view; its output must be NULL");
       outs[0] = view_op(op, *in[0], attrs).release();
       return;
+    case OpKind::CONV:
+    case OpKind::POOL:
+    case OpKind::OPTIM: fail(TSR_ERR_NOT_IMPLEMENTED, prefix(op) + "not implemented yet");
   }
 }
 

@@ -237,6 +237,23 @@ struct Gelu {
   }
 };
 
+// gelu_backward(grad, x) = grad * d/dx gelu(x), in the form attrs.approximate picks.
+template <class C>
+struct GeluBackward {
+  bool tanh_form;
+  explicit GeluBackward(const TsrAttrs& at) : tanh_form(at.approximate != 0) {}
+  TSR_INLINE C operator()(C g, C x) const {
+    if (tanh_form) {
+      const C k = C(0.7978845608028654), c = C(0.044715);
+      const C t = std::tanh(k * (x + c * x * x * x));
+      return g * (C(0.5) * (C(1) + t) + C(0.5) * x * (C(1) - t * t) * k * (C(1) + C(3) * c * x * x));
+    }
+    const C cdf = C(0.5) * (C(1) + std::erf(x * C(0.7071067811865476)));
+    const C pdf = C(0.3989422804014327) * std::exp(C(-0.5) * x * x);
+    return g * (cdf + x * pdf);
+  }
+};
+
 template <class C>
 struct Clamp {
   C lo, hi;  // absent bounds are -inf/+inf (lowest/max for integers)
@@ -539,6 +556,7 @@ TSR_KERNEL(div, binary_body<Div, false, false>)
 TSR_KERNEL(pow, binary_body<Pow, true, true>)
 TSR_KERNEL(maximum, binary_body<Maximum, true, false>)
 TSR_KERNEL(minimum, binary_body<Minimum, true, false>)
+TSR_KERNEL(gelu_backward, binary_body<GeluBackward, false, true>)
 TSR_KERNEL(eq, compare_body<Eq>)
 TSR_KERNEL(ne, compare_body<Ne>)
 TSR_KERNEL(lt, compare_body<Lt>)

@@ -33,6 +33,9 @@ namespace {
 #define CONF_FNS_MATMUL(n) {.matmul = tsr_##n}
 #define CONF_FNS_RANDOM(n) {.random = tsr_##n##_}
 #define CONF_FNS_VIEW(n) {}
+#define CONF_FNS_CONV(n) {}
+#define CONF_FNS_POOL(n) {}
+#define CONF_FNS_OPTIM(n) {}
 
 enum : int32_t {
 #define TSR_OP(name, kind, types, diff) kId_##name,

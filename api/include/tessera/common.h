@@ -109,11 +109,20 @@ typedef struct TsrAttrs {
   TsrScalar alpha;   /* add/sub: a + alpha*b (default 1)                                */
   uint64_t seed;     /* random ops: set by the runtime's generator for the kernel       */
   uint64_t offset;   /*   Philox counter offset, in units of 4 numbers                  */
+  /* ---- ABI 1.1 (a host or plugin built against 1.0 sees a 384-byte struct) ---- */
+  int64_t kernel[2];   /* max_pool2d window (h, w)                                       */
+  int64_t stride2[2];  /* conv2d/max_pool2d stride (h, w); 0 = default (conv 1, pool the window) */
+  int64_t padding[2];  /* conv2d zero padding / max_pool2d -inf padding (h, w)            */
+  int64_t dilation[2]; /* conv2d/max_pool2d dilation (h, w); 0 = 1                       */
+  int64_t groups;      /* conv2d groups; 0 = 1                                           */
+  int32_t ceil_mode;   /* max_pool2d                                                     */
+  int32_t reserved2;
+  double hp[8];        /* OPTIM kind: the update's hyperparameters (see ops.def)          */
 } TsrAttrs;
 
 TSR_STATIC_ASSERT(sizeof(TsrScalar) == 16, "TsrScalar size is part of the ABI");
 TSR_STATIC_ASSERT(sizeof(TsrDevice) == 8, "TsrDevice size is part of the ABI");
-TSR_STATIC_ASSERT(sizeof(TsrAttrs) == 384, "TsrAttrs size is part of the ABI");
+TSR_STATIC_ASSERT(sizeof(TsrAttrs) == 528, "TsrAttrs size is part of the ABI");
 
 #ifdef __cplusplus
 }

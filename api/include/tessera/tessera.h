@@ -16,7 +16,7 @@ extern "C" {
 #endif
 
 #define TSR_ABI_MAJOR 1
-#define TSR_ABI_MINOR 0
+#define TSR_ABI_MINOR 1 /* 1.1: autograd, CONV/POOL/OPTIM ops, TsrAttrs grew to 528 bytes */
 
 #if defined(TSR_BUILDING_RUNTIME)
 #define TSR_API __attribute__((visibility("default")))
@@ -174,9 +174,55 @@ TSR_API int32_t tsr_call(int32_t op, const TsrTensor* inputs, int32_t num_inputs
 #define TSR_DECL_RANDOM(name) \
   TSR_API int32_t tsr_##name##_(TsrTensor t, TsrScalar p0, TsrScalar p1);
 #define TSR_DECL_VIEW(name) /* declared above by hand */
+/* CONV, POOL and OPTIM ops take their arguments in attrs: call them through tsr_call. */
+#define TSR_DECL_CONV(name)
+#define TSR_DECL_POOL(name)
+#define TSR_DECL_OPTIM(name)
 #define TSR_OP(name, kind, types, diff) TSR_DECL_##kind(name)
 #include "tessera/ops.def"
 #undef TSR_OP
+
+/* ---- autograd (DESIGN §4; ABI 1.1) ----------------------------------------------------
+ *
+ * A graph is recorded only while grad mode is on (per thread, default on) and some input of
+ * an op requires grad. Every op, typed entry point, view, tsr_to, tsr_contiguous, tsr_clone
+ * and tsr_copy_ records; factories and non-differentiable ops do not. Grads are accumulated
+ * into leaves (tensors that require grad and were not made by a recorded op). A tensor saved
+ * for backward and then changed in place makes backward fail naming the op. In-place ops on
+ * a leaf that requires grad fail while grad mode is on; out= with inputs that require grad
+ * fails. No process-wide lock: independent graphs may run backward on different threads. */
+
+/* requires_grad_(): only leaves can have it turned off. */
+TSR_API int32_t tsr_set_requires_grad(TsrTensor t, int32_t requires_grad);
+TSR_API int32_t tsr_requires_grad(TsrTensor t, int32_t* out);
+TSR_API int32_t tsr_is_leaf(TsrTensor t, int32_t* out);
+/* The accumulated .grad (owned by the caller), or *out = NULL when there is none. */
+TSR_API int32_t tsr_grad(TsrTensor t, TsrTensor* out);
+/* Replaces .grad (NULL clears it); its shape, dtype and device must be t's. */
+TSR_API int32_t tsr_set_grad(TsrTensor t, TsrTensor grad);
+/* retain_grad(): a non-leaf keeps its .grad after backward (no-op for leaves). */
+TSR_API int32_t tsr_retain_grad(TsrTensor t);
+/* A tensor sharing t's storage (and version counter) with no history, requires_grad 0. */
+TSR_API int32_t tsr_detach(TsrTensor t, TsrTensor* out);
+/* The name of the node that made t ("mul_backward"), or *name = NULL for leaves and
+ * tensors without history. The string is static. */
+TSR_API int32_t tsr_grad_fn_name(TsrTensor t, const char** name);
+/* Backpropagates from roots[i] seeded with grads[i]; grads == NULL or grads[i] == NULL seeds
+ * a one-element root with 1 (any other root needs an explicit gradient). Accumulates into
+ * the .grad of the leaves reached (and of non-leaves with retain_grad). retain_graph 0 frees
+ * the graph's saved tensors: a second backward through it fails naming the op. */
+TSR_API int32_t tsr_backward(const TsrTensor* roots, const TsrTensor* grads, int32_t num_roots,
+                             int32_t retain_graph);
+/* torch.autograd.grad: the gradients of the roots w.r.t. inputs[i], returned in outputs[i]
+ * (owned) instead of accumulated into .grad; an input the roots do not depend on is an
+ * error unless allow_unused (then outputs[i] = NULL). */
+TSR_API int32_t tsr_autograd_grad(const TsrTensor* roots, const TsrTensor* grads, int32_t num_roots,
+                                  const TsrTensor* inputs, int32_t num_inputs, int32_t retain_graph,
+                                  int32_t allow_unused, TsrTensor* outputs);
+/* Grad mode of the calling thread (no_grad scopes). Returns the previous mode (0/1);
+ * cannot fail. */
+TSR_API int32_t tsr_set_grad_enabled(int32_t enabled);
+TSR_API int32_t tsr_is_grad_enabled(void);
 
 TSR_STATIC_ASSERT(sizeof(TsrTensorInfo) == 184, "TsrTensorInfo size is part of the ABI");
 
