@@ -168,6 +168,17 @@ TSR_INLINE decltype(auto) dispatch_storage(int32_t dt, F&& f) {
   }
 }
 
+// Calls f(S{}) with S the storage type of a float dtype; NOT_IMPLEMENTED for the others.
+template <class F>
+void dispatch_float_storage(int32_t dt, F&& f) {
+  dispatch_storage(dt, [&](auto s) {
+    if constexpr (kIsFloat<decltype(s)>)
+      f(s);
+    else
+      raise_error(TSR_ERR_NOT_IMPLEMENTED, "dtype %d is not supported", dt);
+  });
+}
+
 // Compute types: float16/bfloat16/float32 compute in float32, float64 in float64, the
 // integers and bool in int64 (results are narrowed on store, which wraps like the
 // narrow type would). TSR_BOOL as a compute type means 0/1 bytes (comparison results).

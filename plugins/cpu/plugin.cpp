@@ -130,9 +130,9 @@ struct KernelEntry {
 #define TSR_CPU_KIND_MATMUL TSR_CPU_KERNEL
 #define TSR_CPU_KIND_RANDOM TSR_CPU_KERNEL
 #define TSR_CPU_KIND_VIEW(name, types)
-#define TSR_CPU_KIND_CONV(name, types)
-#define TSR_CPU_KIND_POOL(name, types)
-#define TSR_CPU_KIND_OPTIM(name, types)
+#define TSR_CPU_KIND_CONV TSR_CPU_KERNEL
+#define TSR_CPU_KIND_POOL TSR_CPU_KERNEL
+#define TSR_CPU_KIND_OPTIM TSR_CPU_KERNEL
 #define TSR_OP(name, kind, types, diff) TSR_CPU_KIND_##kind(name, types)
 const KernelEntry kKernels[] = {
 #include "tessera/ops.def"

@@ -131,12 +131,22 @@ struct BinaryRef {
   Domain a_int, b_int;              // bool/int operands
   double int_scalar, float_scalar;  // Python scalar operands (exact in every dtype)
   bool alpha = false;               // add/sub: a + alpha * b
+  double (*approximate)(double, double) = nullptr;  // gelu_backward's tanh form (attrs.approximate = 1)
 };
 
 const Domain kSmall{-5, 5};
 const Domain kHalves{-2, 2, false, true};  // ties for eq/le/...
 
 double cmp(bool v) { return v ? 1 : 0; }
+
+// grad * gelu'(x): erf form, and tanh form u = sqrt(2/pi) (x + 0.044715 x^3).
+double gelu_backward_ref(double grad, double x) {
+  return grad * (0.5 * (1 + std::erf(x / std::sqrt(2.0))) + x * std::exp(-0.5 * x * x) / std::sqrt(2 * M_PI));
+}
+double gelu_backward_tanh_ref(double grad, double x) {
+  const double k = std::sqrt(2 / M_PI), t = std::tanh(k * (x + 0.044715 * x * x * x));
+  return grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x));
+}
 
 const std::map<std::string, BinaryRef> kBinary = {
     {"add", {[](double a, double b) { return a + b; }, kSmall, kSmall, kSmall, kSmall, 3, 2.5, true}},
@@ -152,6 +162,7 @@ const std::map<std::string, BinaryRef> kBinary = {
     {"le", {[](double a, double b) { return cmp(a <= b); }, kHalves, kHalves, {-2, 2}, {-2, 2}, 1, 0.5}},
     {"gt", {[](double a, double b) { return cmp(a > b); }, kHalves, kHalves, {-2, 2}, {-2, 2}, 1, 0.5}},
     {"ge", {[](double a, double b) { return cmp(a >= b); }, kHalves, kHalves, {-2, 2}, {-2, 2}, 1, 0.5}},
+    {"gelu_backward", {gelu_backward_ref, kSmall, {-4, 4}, kSmall, {-3, 3}, 2, 1.5, false, gelu_backward_tanh_ref}},
 };
 
 class BinaryCase {
@@ -181,6 +192,7 @@ class BinaryCase {
     }
     out_variants(gen_a(d, {4, 5}), gen_b(d, {5}));
     if (ref_.alpha && d != TSR_BOOL) alpha_variant(gen_a(d, {3, 4}), gen_b(d, {3, 4}));
+    if (ref_.approximate) approximate_variant(gen_a(d, {3, 4}), gen_b(d, {4}));
     check_bool_rejected(ctx_, [&](TsrTensor x, TsrTensor* out) { return ctx_.op.fns.binary(x, x, out); });
   }
 
@@ -271,6 +283,20 @@ class BinaryCase {
     TsrTensor ins[] = {ta.get(), tb.get()};
     if (ta && tb && ctx_.ran(tsr_call(ctx_.op.id, ins, 2, &attrs, out.out(), 1), "alpha=2 a[3,4] b[3,4]"))
       ctx_.check("alpha=2 a[3,4] b[3,4]", out.get(), a.dtype, a.sizes, reference(a, b, a.sizes, a.dtype, 2), Ctx::tol(a.dtype));
+  }
+
+  void approximate_variant(const HostTensor& a, const HostTensor& b) {
+    TsrAttrs attrs = default_attrs();
+    attrs.approximate = 1;
+    const int32_t rd = result_of(result_type({{a.dtype, Rank::Tensor}, {b.dtype, Rank::Tensor}}));
+    Tensor ta = ctx_.upload(a, Layout::Transposed), tb = ctx_.upload(b), out;
+    TsrTensor ins[] = {ta.get(), tb.get()};
+    std::vector<int64_t> mb = broadcast_map(b.sizes, a.sizes);
+    std::vector<double> want(a.values.size());
+    for (size_t i = 0; i < want.size(); ++i) want[i] = ref_.approximate(round_to(rd, a.values[i]), round_to(rd, b.values[mb[i]]));
+    const std::string name = "approximate=tanh a[3,4] transposed, b[4]";
+    if (ta && tb && ctx_.ran(tsr_call(ctx_.op.id, ins, 2, &attrs, out.out(), 1), name))
+      ctx_.check(name, out.get(), rd, a.sizes, want, Ctx::tol(rd));
   }
 
   Ctx& ctx_;

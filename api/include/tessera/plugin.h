@@ -88,6 +88,25 @@ typedef struct TsrTensorDesc {
  *    runtime advances its offset past the counters used, so results do not depend on how
  *    the kernel splits the work across threads. RANDOM's scalars are probabilities and
  *    moments, so they are not converted to the output dtype: read them by their kind.
+ *  CONV and POOL: every operand is contiguous, of the output's dtype (float16, bfloat16,
+ *    float32 or float64) and 4-D NCHW (a 3-D unbatched tensor arrives as N = 1), but conv2d's
+ *    bias, 1-D [O]. attrs hold checked values with the defaults applied: stride2, dilation
+ *    and groups >= 1, padding >= 0; POOL: kernel >= 1, padding <= kernel / 2, ceil_mode 0/1.
+ *    The output's sizes follow ops.def's formulas (a pooling window o starts at o * stride -
+ *    padding; ceil_mode only decided how many there are). Kernels overwrite their output:
+ *      conv2d: x [N,C,H,W], w [O,C/groups,kh,kw] [, bias [O]] -> [N,O,Ho,Wo]
+ *      conv2d_backward_input: grad [N,O,Ho,Wo], w -> [N,C,H,W]
+ *      conv2d_backward_weight: grad [N,O,Ho,Wo], x -> [O,C/groups,kh,kw] (summed over N)
+ *      max_pool2d: x -> [N,C,Ho,Wo]; padding never wins; a NaN is its window's maximum.
+ *      max_pool2d_backward: grad [N,C,Ho,Wo], x -> [N,C,H,W]: each window adds its gradient
+ *        at its maximum: the first in row-major window order, or its last NaN (as PyTorch).
+ *  OPTIM: outputs[0] is the parameter, inputs the gradient and then the states, all
+ *    contiguous with one sizes and dtype (float16/bfloat16/float32 compute in float32,
+ *    float64 in float64). The kernel writes the parameter and the states in place in one
+ *    pass; the runtime has checked attrs->hp (ops.def) and bumps the version counters.
+ *    sgd_step gets a momentum buffer exactly when momentum != 0; buffer_is_new = 1 means
+ *    buf = grad (after weight decay and maximize), ignoring its old contents. adam_step:
+ *    step >= 1, bias corrections 1 - beta^step.
  * Outputs come first. `stream` is the device's current stream (NULL = default). */
 typedef struct TsrKernelArgs {
   uint32_t struct_size;

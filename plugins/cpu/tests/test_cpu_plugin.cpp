@@ -380,6 +380,40 @@ TEST(CpuRandom, StridedOutputFollowsRowMajorIndex) {
 // ---------------------------------------------------------------------------------------
 // Strided and aliased outputs
 
+// conv2d and its two gradients (batch 20: 3 partial weight gradients), with the geometry of
+// attrs, on a pool of `threads` threads; the three results' bits, concatenated.
+std::vector<uint32_t> conv_bits(int64_t threads) {
+  Loaded p(threads);
+  EXPECT_EQ(p.status(), TSR_OK);
+  const int64_t N = 20, C = 4, H = 9, W = 8, O = 6, k = 3, Ho = 5, Wo = 4;  // stride 2, padding 1, groups 2
+  TsrAttrs a = default_attrs();
+  a.stride2[0] = a.stride2[1] = 2;
+  a.padding[0] = a.padding[1] = 1;
+  a.dilation[0] = a.dilation[1] = 1;
+  a.groups = 2;
+  std::vector<float> x(N * C * H * W), w(O * C / 2 * k * k), bias(O), gy(N * O * Ho * Wo);
+  for (auto* v : {&x, &w, &bias, &gy})
+    for (size_t i = 0; i < v->size(); ++i) (*v)[i] = std::sin(0.37f * static_cast<float>(i + v->size()));
+  std::vector<float> y(gy.size()), dx(x.size()), dw(w.size());
+  const TsrTensorDesc xd = desc(x.data(), TSR_FLOAT32, {N, C, H, W}), wd = desc(w.data(), TSR_FLOAT32, {O, C / 2, k, k});
+  const TsrTensorDesc gd = desc(gy.data(), TSR_FLOAT32, {N, O, Ho, Wo});
+  EXPECT_EQ(p.call("conv2d", {desc(y.data(), TSR_FLOAT32, {N, O, Ho, Wo})},
+                   {xd, wd, desc(bias.data(), TSR_FLOAT32, {O})}, a),
+            TSR_OK) << p.host().last_error;
+  EXPECT_EQ(p.call("conv2d_backward_input", {desc(dx.data(), TSR_FLOAT32, {N, C, H, W})}, {gd, wd}, a), TSR_OK);
+  EXPECT_EQ(p.call("conv2d_backward_weight", {desc(dw.data(), TSR_FLOAT32, {O, C / 2, k, k})}, {gd, xd}, a), TSR_OK);
+  std::vector<uint32_t> bits;
+  for (const auto* v : {&y, &dx, &dw})
+    for (float f : *v) bits.push_back(std::bit_cast<uint32_t>(f));
+  return bits;
+}
+
+TEST(CpuConv, SameBitsWhateverTheThreadCount) {
+  const auto one = conv_bits(1);
+  EXPECT_EQ(one, conv_bits(2));
+  EXPECT_EQ(one, conv_bits(3));
+}
+
 TEST(CpuElementwise, AliasedAndStridedOutputs) {
   Loaded p;
   ASSERT_EQ(p.status(), TSR_OK);
