@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "autograd.h"
 #include "error.h"
 #include "ops.h"
 #include "registry.h"
@@ -25,6 +26,35 @@ void need(const void* p, const char* fn, const char* arg) {
 
 // Stores a new tensor into an out-parameter.
 void give(Tensor t, TsrTensor* out) { *out = t.release(); }
+
+// A view of t made by make(); when t carries autograd state the view is recorded as the
+// VIEW op `op` with the attrs fill() writes (the view function has validated them).
+template <class Make, class Fill>
+void give_view(int32_t op, TsrTensor t, TsrTensor* out, Make make, Fill fill) {
+  if (!t->autograd_) return give(make(), out);
+  Tensor v;
+  {
+    autograd::NoGradGuard no_grad;  // a reshape that copies records nothing of its own
+    v = make();
+  }
+  TsrAttrs a = default_attrs();
+  fill(a);
+  autograd::record_op(op, &t, 1, a, *v);
+  give(std::move(v), out);
+}
+
+// Backward's roots: at least one, none NULL.
+void need_roots(const TsrTensor* roots, int32_t num_roots, const char* fn) {
+  if (num_roots < 1) fail(TSR_ERR_INVALID_ARGUMENT, std::string("[") + fn + "] needs at least one root");
+  need(roots, fn, "roots");
+  for (int32_t i = 0; i < num_roots; ++i)
+    if (!roots[i]) fail(TSR_ERR_NULL_POINTER, std::string("[") + fn + "] roots[" + std::to_string(i) + "] is NULL");
+}
+
+void set_shape(TsrAttrs& a, const int64_t* sizes, int32_t ndim) {
+  a.nshape = ndim;
+  std::copy_n(sizes, ndim, a.shape);
+}
 
 // Calls op on inputs (named as in tessera.h for messages) into a new tensor *out.
 void call_new(int32_t op, const char* fn, std::initializer_list<TsrTensor> in, const TsrAttrs& attrs,
@@ -349,7 +379,7 @@ int32_t tsr_view(TsrTensor t, const int64_t* sizes, int32_t ndim, TsrTensor* out
     TSR_NEED(t);
     if (ndim > 0) TSR_NEED(sizes);
     TSR_NEED(out);
-    give(view(*t, sizes, ndim), out);
+    give_view(kOp_view, t, out, [&] { return view(*t, sizes, ndim); }, [&](TsrAttrs& a) { set_shape(a, sizes, ndim); });
   });
 }
 
@@ -358,7 +388,7 @@ int32_t tsr_reshape(TsrTensor t, const int64_t* sizes, int32_t ndim, TsrTensor* 
     TSR_NEED(t);
     if (ndim > 0) TSR_NEED(sizes);
     TSR_NEED(out);
-    give(reshape(*t, sizes, ndim), out);
+    give_view(kOp_reshape, t, out, [&] { return reshape(*t, sizes, ndim); }, [&](TsrAttrs& a) { set_shape(a, sizes, ndim); });
   });
 }
 
@@ -367,7 +397,10 @@ int32_t tsr_permute(TsrTensor t, const int64_t* dims, int32_t ndim, TsrTensor* o
     TSR_NEED(t);
     if (ndim > 0) TSR_NEED(dims);
     TSR_NEED(out);
-    give(permute(*t, dims, ndim), out);
+    give_view(kOp_permute, t, out, [&] { return permute(*t, dims, ndim); }, [&](TsrAttrs& a) {
+      a.ndims = ndim;
+      std::copy_n(dims, ndim, a.dims);
+    });
   });
 }
 
@@ -375,7 +408,10 @@ int32_t tsr_transpose(TsrTensor t, int64_t dim0, int64_t dim1, TsrTensor* out) {
   return guard([&, fn = __func__] {
     TSR_NEED(t);
     TSR_NEED(out);
-    give(transpose(*t, dim0, dim1), out);
+    give_view(kOp_transpose, t, out, [&] { return transpose(*t, dim0, dim1); }, [&](TsrAttrs& a) {
+      a.dim = dim0;
+      a.dim2 = dim1;
+    });
   });
 }
 
@@ -383,7 +419,10 @@ int32_t tsr_t(TsrTensor t, TsrTensor* out) {
   return guard([&, fn = __func__] {
     TSR_NEED(t);
     TSR_NEED(out);
-    give(t_(*t), out);
+    give_view(kOp_transpose, t, out, [&] { return t_(*t); }, [&](TsrAttrs& a) {
+      a.dim = 0;
+      a.dim2 = t->ndim_ == 2 ? 1 : 0;
+    });
   });
 }
 
@@ -391,7 +430,10 @@ int32_t tsr_slice(TsrTensor t, int64_t dim, int64_t start, int64_t end, int64_t 
   return guard([&, fn = __func__] {
     TSR_NEED(t);
     TSR_NEED(out);
-    give(slice(*t, dim, start, end, step), out);
+    give_view(kOp_slice, t, out, [&] { return slice(*t, dim, start, end, step); }, [&](TsrAttrs& a) {
+      a.dim = dim;
+      a.start = start, a.end = end, a.step = step;
+    });
   });
 }
 
@@ -399,7 +441,10 @@ int32_t tsr_narrow(TsrTensor t, int64_t dim, int64_t start, int64_t length, TsrT
   return guard([&, fn = __func__] {
     TSR_NEED(t);
     TSR_NEED(out);
-    give(narrow(*t, dim, start, length), out);
+    give_view(kOp_narrow, t, out, [&] { return narrow(*t, dim, start, length); }, [&](TsrAttrs& a) {
+      a.dim = dim;
+      a.start = start, a.end = length;
+    });
   });
 }
 
@@ -407,7 +452,10 @@ int32_t tsr_select(TsrTensor t, int64_t dim, int64_t index, TsrTensor* out) {
   return guard([&, fn = __func__] {
     TSR_NEED(t);
     TSR_NEED(out);
-    give(select(*t, dim, index), out);
+    give_view(kOp_select, t, out, [&] { return select(*t, dim, index); }, [&](TsrAttrs& a) {
+      a.dim = dim;
+      a.index = index;
+    });
   });
 }
 
@@ -416,7 +464,7 @@ int32_t tsr_expand(TsrTensor t, const int64_t* sizes, int32_t ndim, TsrTensor* o
     TSR_NEED(t);
     if (ndim > 0) TSR_NEED(sizes);
     TSR_NEED(out);
-    give(expand(*t, sizes, ndim), out);
+    give_view(kOp_expand, t, out, [&] { return expand(*t, sizes, ndim); }, [&](TsrAttrs& a) { set_shape(a, sizes, ndim); });
   });
 }
 
@@ -424,7 +472,10 @@ int32_t tsr_squeeze(TsrTensor t, const int64_t* dims, int32_t ndims, TsrTensor* 
   return guard([&, fn = __func__] {
     TSR_NEED(t);
     TSR_NEED(out);
-    give(squeeze(*t, dims, dims ? ndims : 0), out);
+    give_view(kOp_squeeze, t, out, [&] { return squeeze(*t, dims, dims ? ndims : 0); }, [&](TsrAttrs& a) {
+      a.ndims = dims ? ndims : 0;
+      std::copy_n(dims, a.ndims, a.dims);
+    });
   });
 }
 
@@ -432,7 +483,7 @@ int32_t tsr_unsqueeze(TsrTensor t, int64_t dim, TsrTensor* out) {
   return guard([&, fn = __func__] {
     TSR_NEED(t);
     TSR_NEED(out);
-    give(unsqueeze(*t, dim), out);
+    give_view(kOp_unsqueeze, t, out, [&] { return unsqueeze(*t, dim); }, [&](TsrAttrs& a) { a.dim = dim; });
   });
 }
 
@@ -440,7 +491,10 @@ int32_t tsr_flatten(TsrTensor t, int64_t start_dim, int64_t end_dim, TsrTensor* 
   return guard([&, fn = __func__] {
     TSR_NEED(t);
     TSR_NEED(out);
-    give(flatten(*t, start_dim, end_dim), out);
+    give_view(kOp_flatten, t, out, [&] { return flatten(*t, start_dim, end_dim); }, [&](TsrAttrs& a) {
+      a.dim = start_dim;
+      a.dim2 = end_dim;
+    });
   });
 }
 
@@ -450,7 +504,12 @@ int32_t tsr_as_strided(TsrTensor t, const int64_t* sizes, const int64_t* strides
     TSR_NEED(t);
     if (ndim > 0) TSR_NEED(sizes), TSR_NEED(strides);
     TSR_NEED(out);
-    give(as_strided(*t, sizes, strides, ndim, storage_offset), out);
+    give_view(kOp_as_strided, t, out, [&] { return as_strided(*t, sizes, strides, ndim, storage_offset); },
+              [&](TsrAttrs& a) {
+                set_shape(a, sizes, ndim);
+                std::copy_n(strides, ndim, a.strides);
+                a.index = storage_offset;
+              });
   });
 }
 
@@ -532,5 +591,93 @@ int32_t tsr_call(int32_t op, const TsrTensor* inputs, int32_t num_inputs, const 
 #define TSR_OP(name, kind, types, diff) TSR_DEF_##kind(name)
 #include "tessera/ops.def"
 #undef TSR_OP
+
+// ---- autograd ---------------------------------------------------------------------------------
+
+int32_t tsr_set_requires_grad(TsrTensor t, int32_t requires_grad) {
+  return guard([&, fn = __func__] {
+    TSR_NEED(t);
+    autograd::set_requires_grad(*t, requires_grad != 0);
+  });
+}
+
+int32_t tsr_requires_grad(TsrTensor t, int32_t* out) {
+  return guard([&, fn = __func__] {
+    TSR_NEED(t);
+    TSR_NEED(out);
+    *out = autograd::requires_grad(*t);
+  });
+}
+
+int32_t tsr_is_leaf(TsrTensor t, int32_t* out) {
+  return guard([&, fn = __func__] {
+    TSR_NEED(t);
+    TSR_NEED(out);
+    *out = autograd::is_leaf(*t);
+  });
+}
+
+int32_t tsr_grad(TsrTensor t, TsrTensor* out) {
+  return guard([&, fn = __func__] {
+    TSR_NEED(t);
+    TSR_NEED(out);
+    give(autograd::grad(*t), out);
+  });
+}
+
+int32_t tsr_set_grad(TsrTensor t, TsrTensor grad) {
+  return guard([&, fn = __func__] {
+    TSR_NEED(t);
+    autograd::set_grad(*t, grad);
+  });
+}
+
+int32_t tsr_retain_grad(TsrTensor t) {
+  return guard([&, fn = __func__] {
+    TSR_NEED(t);
+    autograd::retain_grad(*t);
+  });
+}
+
+int32_t tsr_detach(TsrTensor t, TsrTensor* out) {
+  return guard([&, fn = __func__] {
+    TSR_NEED(t);
+    TSR_NEED(out);
+    give(autograd::detach(*t), out);
+  });
+}
+
+int32_t tsr_grad_fn_name(TsrTensor t, const char** name) {
+  return guard([&, fn = __func__] {
+    TSR_NEED(t);
+    TSR_NEED(name);
+    *name = autograd::grad_fn_name(*t);
+  });
+}
+
+int32_t tsr_backward(const TsrTensor* roots, const TsrTensor* grads, int32_t num_roots, int32_t retain_graph) {
+  return guard([&, fn = __func__] {
+    need_roots(roots, num_roots, fn);
+    autograd::backward(roots, grads, num_roots, retain_graph != 0);
+  });
+}
+
+int32_t tsr_autograd_grad(const TsrTensor* roots, const TsrTensor* grads, int32_t num_roots, const TsrTensor* inputs,
+                          int32_t num_inputs, int32_t retain_graph, int32_t allow_unused, TsrTensor* outputs) {
+  return guard([&, fn = __func__] {
+    need_roots(roots, num_roots, fn);
+    if (num_inputs < 1) fail(TSR_ERR_INVALID_ARGUMENT, "[tsr_autograd_grad] needs at least one input");
+    TSR_NEED(inputs);
+    TSR_NEED(outputs);
+    for (int32_t i = 0; i < num_inputs; ++i)
+      if (!inputs[i]) fail(TSR_ERR_NULL_POINTER, "[tsr_autograd_grad] inputs[" + std::to_string(i) + "] is NULL");
+    std::fill(outputs, outputs + num_inputs, nullptr);
+    autograd::grad_of(roots, grads, num_roots, inputs, num_inputs, retain_graph != 0, allow_unused != 0, outputs);
+  });
+}
+
+int32_t tsr_set_grad_enabled(int32_t enabled) { return autograd::set_grad_enabled(enabled != 0); }
+
+int32_t tsr_is_grad_enabled(void) { return autograd::grad_enabled(); }
 
 }  // extern "C"

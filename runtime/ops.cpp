@@ -9,6 +9,8 @@
 #include <cstring>
 #include <limits>
 
+#include "dispatch.h"
+#include "autograd.h"
 #include "error.h"
 #include "log.h"
 #include "registry.h"
@@ -58,7 +60,9 @@ thread_local bool t_in_fallback = false;
 // Thrown when a device lacks a kernel and the config says "fallback": "cpu".
 struct CpuFallback {};
 
-bool operator==(TsrDevice a, TsrDevice b) { return a.type == b.type && a.index == b.index; }
+}  // namespace
+
+// ---- helpers shared with ops_nn.cpp (dispatch.h) ----------------------------------------
 
 std::string prefix(int32_t op) { return std::string("[") + kOpInfo[op].name + "] "; }
 
@@ -81,7 +85,12 @@ std::string inputs_str(TensorImpl* const* in, int32_t n) {
   fail(TSR_ERR_NOT_IMPLEMENTED, prefix(op) + "no kernel for dtype " + dt + " on device " + device_str(dev));
 }
 
-const KernelSlot& resolve(int32_t op, TsrDevice dev, int32_t dtype, int32_t dtype2 = -1) {
+void warn_cpu_fallback(int32_t op, TsrDevice dev) {
+  if (!g_fallback_warned[op].exchange(true, std::memory_order_relaxed))
+    log().warn("[{}] no kernel on {}: running on the CPU (fallback \"cpu\")", kOpInfo[op].name, device_str(dev));
+}
+
+const KernelSlot& resolve(int32_t op, TsrDevice dev, int32_t dtype, int32_t dtype2) {
   const KernelSlot& s = kernel_slot(op, dev.type);
   uint32_t need = TSR_DTYPE_BIT(dtype) | (dtype2 >= 0 ? TSR_DTYPE_BIT(dtype2) : 0u);
   if (s.fn && (s.dtype_mask & need) == need) [[likely]]
@@ -240,6 +249,30 @@ void expect_inputs(int32_t op, int32_t got, int32_t want, const char* what) {
                                        ", got " + std::to_string(got));
 }
 
+namespace {
+
+// PyTorch's checked conversion of a fill value or clamp bound: it must be representable in the
+// dtype (300 into uint8, NaN into int32 or 1e6 into float16 is an error, not a silent wrap;
+// like PyTorch, an integer down to -255 may wrap into uint8).
+void check_fits(int32_t op, const TsrScalar& s, int32_t dtype) {
+  if (dtype == TSR_BOOL) return;
+  const bool is_int = s.kind != TSR_SCALAR_FLOAT;
+  const double v = is_int ? static_cast<double>(s.v.i) : s.v.f;
+  bool ok = true;
+  switch (dtype) {
+    case TSR_UINT8: ok = v >= (is_int ? -255 : 0) && v <= 255; break;  // -3 wraps to 253
+    case TSR_INT32: ok = v >= INT32_MIN && v <= INT32_MAX; break;
+    case TSR_INT64: ok = is_int || (v >= -0x1p63 && v < 0x1p63); break;
+    case TSR_FLOAT16: ok = !std::isfinite(v) || std::fabs(v) <= 65504.0; break;
+    case TSR_BFLOAT16:
+    case TSR_FLOAT32: ok = !std::isfinite(v) || std::fabs(v) <= 3.4028234663852886e38; break;
+    default: break;
+  }
+  if (!ok)
+    fail(TSR_ERR_RUNTIME, prefix(op) + "value " + (is_int ? std::to_string(s.v.i) : std::to_string(s.v.f)) +
+                              " cannot be converted to dtype " + dtype_str(dtype) + " without overflow");
+}
+
 // ---- UNARY, BINARY, COMPARE, WHERE, CLAMP ----------------------------------------------
 
 void elementwise(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs) {
@@ -276,6 +309,14 @@ void elementwise(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs&
   }
   int32_t compute = rt.result();
   if (info.types == OpTypes::FLOAT) compute = to_floating(compute);
+  if (kind == OpKind::CLAMP) {
+    if (attrs.has_scalar) check_fits(op, attrs.scalar, compute);
+    if (attrs.has_scalar2) check_fits(op, attrs.scalar2, compute);
+  }
+  // Checked before the exponent wraps into the compute dtype (uint8: -3 becomes 253).
+  if (op == kOp_pow && attrs.scalar_arg == 1 && !is_floating(compute) && attrs.scalar.kind == TSR_SCALAR_INT &&
+      attrs.scalar.v.i < 0)
+    op_fail(TSR_ERR_RUNTIME, op, "Integers to negative integer powers are not allowed", in, nin);
   if (info.types == OpTypes::NUM && compute == TSR_BOOL)
     op_fail(TSR_ERR_TYPE, op, "not supported for dtype bool", in, nin);
   if (where && in[0]->dtype_ != TSR_BOOL)
@@ -506,27 +547,6 @@ Tensor factory_out(int32_t op, TensorImpl* given, const TsrAttrs& attrs, int32_t
                kOpInfo[op].name);
 }
 
-// PyTorch's checked conversion of a fill value: it must be representable in the dtype
-// (300 into uint8, NaN into int32 or 1e6 into float16 is an error, not a silent wrap).
-void check_fits(int32_t op, const TsrScalar& s, int32_t dtype) {
-  if (dtype == TSR_BOOL) return;
-  const bool is_int = s.kind != TSR_SCALAR_FLOAT;
-  const double v = is_int ? static_cast<double>(s.v.i) : s.v.f;
-  bool ok = true;
-  switch (dtype) {
-    case TSR_UINT8: ok = v >= 0 && v <= 255; break;
-    case TSR_INT32: ok = v >= INT32_MIN && v <= INT32_MAX; break;
-    case TSR_INT64: ok = is_int || (v >= -0x1p63 && v < 0x1p63); break;
-    case TSR_FLOAT16: ok = !std::isfinite(v) || std::fabs(v) <= 65504.0; break;
-    case TSR_BFLOAT16:
-    case TSR_FLOAT32: ok = !std::isfinite(v) || std::fabs(v) <= 3.4028234663852886e38; break;
-    default: break;
-  }
-  if (!ok)
-    fail(TSR_ERR_RUNTIME, prefix(op) + "value " + (is_int ? std::to_string(s.v.i) : std::to_string(s.v.f)) +
-                              " cannot be converted to dtype " + dtype_str(dtype) + " without overflow");
-}
-
 void fill(int32_t op, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs) {
   expect_inputs(op, nin, 0, "");
   check_scalar(op, attrs.scalar);
@@ -674,17 +694,16 @@ void dispatch(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& at
       if (outs[0]) fail(TSR_ERR_INVALID_ARGUMENT, prefix(op) + "returns a new view; its output must be NULL");
       outs[0] = view_op(op, *in[0], attrs).release();
       return;
-    case OpKind::CONV:
-    case OpKind::POOL:
-    case OpKind::OPTIM: fail(TSR_ERR_NOT_IMPLEMENTED, prefix(op) + "not implemented yet");
+    case OpKind::CONV: return conv(op, in, nin, attrs, outs);
+    case OpKind::POOL: return pool(op, in, nin, attrs, outs);
+    case OpKind::OPTIM: return optim(op, in, nin, attrs, outs);
   }
 }
 
 // Runs op on CPU copies of its inputs and copies the results back (fallback "cpu").
 void run_on_cpu(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs) {
   TsrDevice dev = nin > 0 ? in[0]->device_ : outs[0] ? outs[0]->device_ : attrs.device;
-  if (!g_fallback_warned[op].exchange(true, std::memory_order_relaxed))
-    log().warn("[{}] no kernel on {}: running on the CPU (fallback \"cpu\")", kOpInfo[op].name, device_str(dev));
+  warn_cpu_fallback(op, dev);
   struct Reset {
     ~Reset() { t_in_fallback = false; }
   } reset;
@@ -736,8 +755,19 @@ void call(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAt
     fail(TSR_ERR_INVALID_ARGUMENT, prefix(op) + "expects 1 output, got " + std::to_string(num_outputs));
   if (num_inputs < 0 || num_inputs > 3)
     fail(TSR_ERR_INVALID_ARGUMENT, prefix(op) + "invalid number of inputs " + std::to_string(num_inputs));
-  for (int32_t i = 0; i < num_inputs; ++i)
+  // Autograd sees the call only when a tensor carries autograd metadata: pointer checks here.
+  bool tracked = outputs[0] && outputs[0]->autograd_;
+  for (int32_t i = 0; i < num_inputs; ++i) {
     if (!inputs[i]) fail(TSR_ERR_NULL_POINTER, prefix(op) + "input " + std::to_string(i) + " is NULL");
+    tracked |= inputs[i]->autograd_ != nullptr;
+  }
+  if (tracked) [[unlikely]]
+    return autograd::record_call(op, inputs, num_inputs, attrs, outputs);
+  call_untracked(op, inputs, num_inputs, attrs, outputs);
+}
+
+void call_untracked(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAttrs& attrs,
+                    TensorImpl** outputs) {
   const bool trace = g_trace_ops.load(std::memory_order_relaxed);
   const auto t0 = trace ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   try {

@@ -15,6 +15,10 @@ const TsrAttrs& default_attrs();
 void call(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAttrs& attrs, TensorImpl** outputs,
           int32_t num_outputs);
 
+// call() without autograd: what it runs once autograd has seen the call (autograd.cpp).
+void call_untracked(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAttrs& attrs,
+                    TensorImpl** outputs);
+
 // Single-output conveniences over call().
 Tensor call1(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAttrs& attrs);
 void call_into(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAttrs& attrs, TensorImpl* out);

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 
+#include "autograd.h"
 #include "error.h"
 #include "registry.h"
 
@@ -28,6 +29,7 @@ void Storage::release() {
 
 void TsrTensorImpl::release() {
   if (refcount_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  if (autograd_) tessera::autograd::release_meta(*this);
   tessera::Storage* s = storage_;
   if (!s->block_ || &s->block_->impl != this) delete this;  // else freed with its storage
   s->release();

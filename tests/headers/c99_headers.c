@@ -7,7 +7,7 @@
 
 int main(void) {
   int bad = 0;
-  bad |= sizeof(TsrAttrs) != 384;
+  bad |= sizeof(TsrAttrs) != 528;
   bad |= sizeof(TsrTensorInfo) != 184;
   bad |= sizeof(TsrTensorDesc) != 160;
   bad |= sizeof(TsrHostApi) != 72;
