@@ -1,0 +1,4 @@
+"""tessera.utils: data loading helpers."""
+from . import data
+
+__all__ = ["data"]
