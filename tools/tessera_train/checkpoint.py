@@ -1,0 +1,83 @@
+"""Checkpoints as one flat {name: tensor} dict, the form tessera.save writes as safetensors.
+
+Model weights go in as "model.<name>"; the optimizer's and scheduler's nested state dicts are
+split into their tensors ("optimizer.<n>", "scheduler.<n>") and a JSON tree that points at them;
+that tree, the epoch, the config and the history travel as JSON bytes in the uint8 tensor
+"meta". Files are written beside the target and renamed over it, so a crash never leaves a
+half-written checkpoint in place of a good one."""
+import json
+import os
+
+import numpy as np
+
+FORMAT = "tessera-train checkpoint 1"
+
+
+def _encode(obj, prefix, flat, T):
+    """obj as JSON with each tensor replaced by {"$t": key} and stored in flat[key]."""
+    if isinstance(obj, T.Tensor):
+        key = f"{prefix}{len(flat)}"  # unique: flat grows with every tensor
+        flat[key] = obj.detach()
+        return {"$t": key}
+    if isinstance(obj, dict):  # keys may be ints (optimizer state): keep them as pairs
+        return {"$d": [[k, _encode(v, prefix, flat, T)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"$tuple": [_encode(v, prefix, flat, T) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode(v, prefix, flat, T) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint")
+
+
+def _decode(obj, flat):
+    if isinstance(obj, list):
+        return [_decode(v, flat) for v in obj]
+    if isinstance(obj, dict):
+        if "$t" in obj:
+            return flat[obj["$t"]]
+        if "$d" in obj:
+            return {k: _decode(v, flat) for k, v in obj["$d"]}
+        if "$tuple" in obj:
+            return tuple(_decode(v, flat) for v in obj["$tuple"])
+    return obj
+
+
+def save(T, path, model, optimizer, scheduler, meta):
+    """Writes model/optimizer/scheduler state and the JSON-able `meta` dict to path, atomically."""
+    flat = {f"model.{k}": v.detach() for k, v in model.state_dict().items()}
+    meta = dict(meta, format=FORMAT,
+                optimizer=_encode(optimizer.state_dict(), "optimizer.", flat, T),
+                scheduler=_encode(scheduler.state_dict(), "scheduler.", flat, T) if scheduler else None)
+    blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8).copy()
+    flat["meta"] = T.from_numpy(blob)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        T.save(flat, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_meta(T, path):
+    """(flat dict, meta dict) of a checkpoint file; ValueError naming the file if it is not one."""
+    try:
+        flat = T.load(path)
+    except Exception as e:  # the loader's own message says what is wrong with the file
+        raise ValueError(f"{path}: cannot load the checkpoint: {e}") from None
+    if not isinstance(flat, dict) or "meta" not in flat:
+        raise ValueError(f"{path}: not a tessera-train checkpoint (no 'meta' entry)")
+    meta = json.loads(bytes(flat["meta"].numpy().astype(np.uint8)).decode("utf-8"))
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
+    return flat, meta
+
+
+def restore(flat, meta, model, optimizer, scheduler):
+    """Loads the states that save() wrote into model, optimizer and scheduler."""
+    model.load_state_dict({k[len("model."):]: v for k, v in flat.items() if k.startswith("model.")})
+    optimizer.load_state_dict(_decode(meta["optimizer"], flat))
+    if scheduler is not None:
+        scheduler.load_state_dict(_decode(meta["scheduler"], flat))
