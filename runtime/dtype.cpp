@@ -52,12 +52,15 @@ TsrScalar scalar_to(const TsrScalar& s, int32_t dt) {
     r.v.f = scalar_as_double(s);
   } else {
     r.kind = TSR_SCALAR_INT;
-    if (dt == TSR_BOOL)
-      r.v.i = scalar_as_double(s) != 0.0;
-    else if (s.kind == TSR_SCALAR_FLOAT)
-      r.v.i = std::isnan(s.v.f) ? 0 : static_cast<int64_t>(std::clamp(s.v.f, -0x1p63, 0x1p63 - 1024));
-    else
-      r.v.i = s.v.i;
+    int64_t i = s.kind != TSR_SCALAR_FLOAT ? s.v.i
+                : std::isnan(s.v.f)         ? 0
+                                            : static_cast<int64_t>(std::clamp(s.v.f, -0x1p63, 0x1p63 - 1024));
+    // Wrapped into the dtype's width, as PyTorch casts a wrapped number: -3 is 253 in uint8, so
+    // a kernel that computes uint8 in a wider type still compares and clamps against 253.
+    if (dt == TSR_BOOL) i = scalar_as_double(s) != 0.0;
+    if (dt == TSR_UINT8) i = static_cast<uint8_t>(i);
+    if (dt == TSR_INT32) i = static_cast<int32_t>(i);
+    r.v.i = i;
   }
   return r;
 }

@@ -65,7 +65,8 @@ struct ResultType {
 
 // The dtype a scalar has on its own (bool, int64, float32).
 int32_t scalar_dtype(const TsrScalar& s);
-// s converted to the compute dtype `dt`: kind FLOAT (v.f) for floating dtypes, INT (v.i) else.
+// s converted to the compute dtype `dt`: kind FLOAT (v.f) for floating dtypes, INT (v.i) else,
+// an integer wrapped into dt's range (two's complement: -3 -> 253 for uint8, as PyTorch does).
 TsrScalar scalar_to(const TsrScalar& s, int32_t dt);
 inline double scalar_as_double(const TsrScalar& s) {
   return s.kind == TSR_SCALAR_FLOAT ? s.v.f : static_cast<double>(s.v.i);

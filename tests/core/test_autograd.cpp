@@ -1,6 +1,9 @@
 // Autograd through the host C ABI: leaves, accumulation, retain_graph, no_grad, detach,
 // requires_grad_, errors (non-scalar roots, in-place changes of saved tensors and leaves),
 // in-place rebase, views of leaves, tsr_autograd_grad (threads: test_autograd_threads.cpp).
+#include <algorithm>
+#include <cmath>
+
 #include "helpers.h"
 
 namespace {

@@ -63,6 +63,47 @@ TEST(Dispatch, ScalarsFollowPyTorchPromotion) {
   expect_error(tsr_call(tessera::kOp_add, in2, 2, &attrs, out, 1), TSR_ERR_TYPE, {"[add]", "alpha", "int32"});
 }
 
+// A negative int with a uint8 tensor is computed as uint8, as in PyTorch 1.13: -3 is 253 and
+// -1 is 255 (the CPU plugin computes uint8 in int64, so the scalar must arrive wrapped).
+TEST(Dispatch, NegativeScalarsWrapIntoUint8) {
+  using U = std::vector<uint8_t>;
+  Owned x = make<uint8_t>({0, 1, 200, 255}, {4}, TSR_UINT8), r;
+  const TsrScalar m3 = tsr_scalar_int(-3), m1 = tsr_scalar_int(-1), one = tsr_scalar_int(1);
+  ASSERT_OK(tsr_minimum_scalar(x, m3, r.out()));
+  EXPECT_EQ(read<uint8_t>(r), (U{0, 1, 200, 253}));
+  ASSERT_OK(tsr_maximum_scalar(x, m3, r.out()));
+  EXPECT_EQ(read<uint8_t>(r), (U{253, 253, 253, 255}));
+  ASSERT_OK(tsr_lt_scalar(x, m3, r.out()));
+  EXPECT_EQ(read<uint8_t>(r), (U{1, 1, 1, 0}));
+  ASSERT_OK(tsr_le_scalar(x, m1, r.out()));
+  EXPECT_EQ(read<uint8_t>(r), (U{1, 1, 1, 1}));
+  ASSERT_OK(tsr_gt_scalar(x, m3, r.out()));
+  EXPECT_EQ(read<uint8_t>(r), (U{0, 0, 0, 1}));
+  ASSERT_OK(tsr_ge_scalar(x, m3, r.out()));
+  EXPECT_EQ(read<uint8_t>(r), (U{0, 0, 0, 1}));
+  ASSERT_OK(tsr_eq_scalar(x, m1, r.out()));
+  EXPECT_EQ(read<uint8_t>(r), (U{0, 0, 0, 1}));
+  ASSERT_OK(tsr_clamp(x, &m1, &one, r.out()));  // min 255, max 1: every element is 1
+  EXPECT_EQ(read<uint8_t>(r), (U{1, 1, 1, 1}));
+  ASSERT_OK(tsr_clamp(x, nullptr, &m3, r.out()));
+  EXPECT_EQ(read<uint8_t>(r), (U{0, 1, 200, 253}));
+  // Comparisons wrap any int (256 is 0); clamp bounds, like fill values, must fit (-255..255).
+  ASSERT_OK(tsr_lt_scalar(x, tsr_scalar_int(256), r.out()));
+  EXPECT_EQ(read<uint8_t>(r), (U{0, 0, 0, 0}));
+  const TsrScalar big = tsr_scalar_int(256);
+  expect_error(tsr_clamp(x, &big, nullptr, r.out()), TSR_ERR_RUNTIME, {"[clamp]", "256", "uint8", "overflow"});
+  Owned f = make<uint8_t>({0, 0}, {2}, TSR_UINT8);
+  ASSERT_OK(tsr_fill_(f, m3));
+  EXPECT_EQ(read<uint8_t>(f), (U{253, 253}));
+  expect_error(tsr_fill_(f, tsr_scalar_int(-256)), TSR_ERR_RUNTIME, {"[fill]", "-256", "uint8"});
+  // A negative integer exponent is refused before it could wrap into a positive one.
+  expect_error(tsr_pow_scalar(x, m3, r.out()), TSR_ERR_RUNTIME, {"[pow]", "negative integer powers"});
+  // int32 wraps at 32 bits: 2^32 + 5 compares as 5.
+  Owned i = i32({4, 6}, {2});
+  ASSERT_OK(tsr_lt_scalar(i, tsr_scalar_int(0x100000005), r.out()));
+  EXPECT_EQ(read<uint8_t>(r), (U{1, 0}));
+}
+
 TEST(Dispatch, MixedDtypesAndFloatOps) {
   Owned i = i32({1, 2, 3}, {3}), f = f32({0.5f, 0.5f, 0.5f}, {3}), r;
   ASSERT_OK(tsr_add(i, f, r.out()));

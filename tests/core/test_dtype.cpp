@@ -114,4 +114,10 @@ TEST(DType, ScalarConversion) {
   EXPECT_EQ(s.kind, TSR_SCALAR_FLOAT);
   EXPECT_EQ(s.v.f, 3.0);
   EXPECT_EQ(scalar_to(tsr_scalar_int(5), TSR_BOOL).v.i, 1);
+  // Integers wrap into the dtype's width, as PyTorch's casts do.
+  EXPECT_EQ(scalar_to(tsr_scalar_int(-3), TSR_UINT8).v.i, 253);
+  EXPECT_EQ(scalar_to(tsr_scalar_int(300), TSR_UINT8).v.i, 44);
+  EXPECT_EQ(scalar_to(tsr_scalar_int(0x100000005), TSR_INT32).v.i, 5);
+  EXPECT_EQ(scalar_to(tsr_scalar_int(0x80000000), TSR_INT32).v.i, INT32_MIN);
+  EXPECT_EQ(scalar_to(tsr_scalar_int(-3), TSR_INT64).v.i, -3);
 }

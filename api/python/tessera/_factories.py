@@ -42,12 +42,13 @@ def _np_for_tessera(a, dt):
     return np.asarray(a, dtype=dt._np, order="C"), dt._id, None
 
 
-def _infer_python(data):
-    """numpy array for Python data with torch's inference: bools -> bool, ints -> int64, floats -> float32."""
+def _infer_python(data, dt):
+    """numpy array for Python data with torch's inference: bools -> bool, ints -> int64, floats -> float32
+    (kept float64 when a dtype `dt` is given, so tensor(1.7, dtype=float64) is exactly 1.7)."""
     a = np.asarray(data)
     if a.dtype == object:
         raise TypeError(f"can't build a tensor from {type(data).__name__} data of mixed or non-numeric types")
-    if a.dtype.kind == "f" and not _has_numpy_float(data):
+    if a.dtype.kind == "f" and dt is None and not _has_numpy_float(data):
         a = a.astype(np.float32)
     elif a.dtype.kind == "i" and a.dtype != np.int64:
         a = a.astype(np.int64)
@@ -74,7 +75,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False)
     if isinstance(data, (np.ndarray, np.generic)):
         a = np.asarray(data)
     else:
-        a = _infer_python(data)
+        a = _infer_python(data, dt)
     a, rid, then = _np_for_tessera(a, dt)
     sizes = (c_int64 * max(a.ndim, 1))(*a.shape)
     o = c_void_p()
