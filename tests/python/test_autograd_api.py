@@ -177,3 +177,19 @@ def test_numpy_of_requires_grad_and_int_requires_grad():
     assert x.detach().numpy().tolist() == [1.0, 1.0]
     with pytest.raises((TypeError, RuntimeError, ValueError)):
         tessera.ones(2, dtype=tessera.int64).requires_grad_()
+
+
+def test_no_grad_decorates_generators():
+    @tessera.no_grad()
+    def gen():
+        a = tessera.tensor([1.0], requires_grad=True)
+        yield (a * 2).requires_grad
+        yield tessera.is_grad_enabled()
+
+    @tessera.no_grad
+    def gen_bare():
+        yield tessera.is_grad_enabled()
+
+    assert list(gen()) == [False, False]
+    assert list(gen_bare()) == [False]
+    assert tessera.is_grad_enabled()

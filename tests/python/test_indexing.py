@@ -148,3 +148,40 @@ def test_indexing_matches_torch(torch):
     ta = torch.from_numpy(A)
     for key in KEYS:
         assert tuple(t[key].shape) == tuple(ta[key].shape), key
+
+
+def test_advanced_index_read_keeps_the_gradient():
+    a = tessera.tensor([1.0, 2.0, 3.0], dtype=tessera.float64, requires_grad=True)
+    (a[tessera.tensor([0, 0, 2])] * tessera.tensor([1.0, 2.0, 3.0], dtype=tessera.float64)).sum().backward()
+    assert a.grad.tolist() == [3.0, 0.0, 3.0]
+    a.grad = None
+    a[a > 1.5].sum().backward()
+    assert a.grad.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_zero_dim_int_tensor_indexes_like_an_int():
+    a = tessera.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    a[tessera.tensor(1)].backward()
+    assert a.grad.tolist() == [0.0, 1.0, 0.0]
+
+
+def test_advanced_index_write_bumps_version_and_refuses_grad():
+    a = tessera.tensor([1.0, 2.0, 3.0], dtype=tessera.float64, requires_grad=True)
+    x = a * 1
+    y = (x * x).sum()
+    with pytest.raises(NotImplementedError, match="index_put"):
+        x[[0]] = 5.0
+    with pytest.raises(NotImplementedError):
+        a[[0]] = 5.0
+    b = tessera.zeros(3)
+    b[[0, 2]] = 7.0
+    assert b.tolist() == [7.0, 0.0, 7.0]
+    with tessera.no_grad():
+        a[[1]] = 9.0
+    assert a.tolist() == [1.0, 9.0, 3.0]
+    with pytest.raises(RuntimeError, match="modified"):
+        c = a * 1
+        z = (c * c).sum()
+        with tessera.no_grad():
+            c[[0]] = 0.0
+        z.backward()

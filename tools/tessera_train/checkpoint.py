@@ -69,7 +69,10 @@ def read_meta(T, path):
         raise ValueError(f"{path}: cannot load the checkpoint: {e}") from None
     if not isinstance(flat, dict) or "meta" not in flat:
         raise ValueError(f"{path}: not a tessera-train checkpoint (no 'meta' entry)")
-    meta = json.loads(bytes(flat["meta"].numpy().astype(np.uint8)).decode("utf-8"))
+    try:
+        meta = json.loads(bytes(flat["meta"].numpy().astype(np.uint8)).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: the checkpoint's 'meta' entry is not JSON ({e})") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
     return flat, meta

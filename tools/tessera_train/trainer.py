@@ -175,8 +175,12 @@ def run(cfg, source, repo_root, backend="tessera", resume=False, stop_after=None
         except ValueError as e:
             raise TrainError(f"{e}; start over without --resume, or point --checkpoint elsewhere") from None
         _check_same_run(cfg, meta, path)
-        checkpoint.restore(flat, meta, model, optimizer, scheduler)
-        history, done = meta["history"], meta["epoch"]
+        try:
+            checkpoint.restore(flat, meta, model, optimizer, scheduler)
+            history, done = meta["history"], meta["epoch"]
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise TrainError(f"{path}: cannot restore the checkpoint: {e}; start over without --resume, "
+                             f"or point --checkpoint elsewhere") from None
         resumed_from = done
         print(f"resumed from {path} after epoch {done}", file=log)
     elif resume:

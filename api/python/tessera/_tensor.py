@@ -1356,7 +1356,9 @@ def _var_std(name, x, dim, unbiased, keepdim, correction):
 
 # ---- indexing ------------------------------------------------------------------------------------
 def _is_advanced(k):
-    return isinstance(k, (Tensor, list, np.ndarray)) or (isinstance(k, bool))
+    if isinstance(k, Tensor):  # a 0-d integer tensor indexes like an int (a view, as PyTorch)
+        return k.ndim != 0 or k.dtype.is_floating_point or k.dtype is bool_
+    return isinstance(k, (list, np.ndarray)) or isinstance(k, bool)
 
 
 def _slice(t, dim, s):
@@ -1415,25 +1417,49 @@ def _np_key(key):
     return tuple(out)
 
 
+_GATHER_LIMIT = 1 << 26  # elements of the one-hot matrix a differentiable gather may build
+
+
 def _advanced_get(t, key):
-    """Integer-array / boolean-mask indexing (a copy, gathered through numpy: no autograd history)."""
+    """Integer-array / boolean-mask indexing: a copy gathered through numpy, or, when t requires
+    grad, a one-hot matmul over t's flattened elements so that the gradient flows back."""
     from . import _factories
-    a = t._host_copy()
+    from .autograd import is_grad_enabled
     try:
-        r = a[_np_key(key)]
+        if t.requires_grad and is_grad_enabled():
+            lin = np.arange(t.numel(), dtype=np.int64).reshape(t.shape)[_np_key(key)]
+        else:
+            r = t._host_copy()[_np_key(key)]
     except IndexError as e:
         raise IndexError(str(e)) from None
-    return _factories.tensor(np.asarray(r, order="C"), dtype=t.dtype, device=t.device)
+    if not (t.requires_grad and is_grad_enabled()):
+        return _factories.tensor(np.asarray(r, order="C"), dtype=t.dtype, device=t.device)
+    n, k = t.numel(), lin.size
+    if n * k > _GATHER_LIMIT:
+        raise NotImplementedError(
+            f"[index] integer/mask indexing of a tensor that requires grad ({list(t.shape)} {t.dtype}) is done "
+            f"as a one-hot matmul here, and {k} x {n} elements is too large; index under no_grad or with slices")
+    idx = _factories.tensor(lin.reshape(k, 1), device=t.device)
+    onehot = (idx == _factories.arange(n, device=t.device).reshape(1, n)).to(t.dtype)  # [k, n]
+    return (onehot @ t.reshape(n, 1)).reshape(lin.shape)
 
 
 def _advanced_set(t, key, value):
-    """Writes through numpy into a CPU tensor's memory (bumps no version counter)."""
-    a = t.detach().numpy()
+    """Integer-array / boolean-mask writes: computed through numpy, then copied in with copy_ (so the
+    version counter moves and autograd's in-place checks apply). Not differentiable."""
+    from . import _factories
+    from .autograd import is_grad_enabled
+    if is_grad_enabled() and (t.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
+        raise NotImplementedError(
+            f"[index_put] integer/mask index assignment on {list(t.shape)} {t.dtype} with tensors that require "
+            f"grad is not differentiable yet; use slices, or do it under tessera.no_grad()")
+    a = t._host_copy()
     v = value._host_copy() if isinstance(value, Tensor) else value
     try:
         a[_np_key(key)] = v
     except IndexError as e:
         raise IndexError(str(e)) from None
+    t.copy_(_factories.tensor(a, dtype=t.dtype, device=t.device))
 
 
 # ---- numpy view helper and item readers -----------------------------------------------------------

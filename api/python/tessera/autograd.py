@@ -1,5 +1,6 @@
 # tessera.autograd: backward, grad and the grad-mode scopes (wrappers of tessera.h's autograd section).
 import functools
+import inspect
 from ctypes import c_void_p
 
 from . import _C
@@ -100,13 +101,47 @@ def is_grad_enabled():
     return bool(_is_enabled())
 
 
+def _in_mode(func, mode_cls):
+    """func run inside a mode_cls() scope; a generator function gets the scope around each resume."""
+    if not inspect.isgeneratorfunction(func):
+        @functools.wraps(func)
+        def wrapper(*a, **kw):
+            with mode_cls():
+                return func(*a, **kw)
+        return wrapper
+
+    @functools.wraps(func)
+    def gen_wrapper(*a, **kw):
+        gen = func(*a, **kw)
+        try:
+            with mode_cls():
+                response = gen.send(None)
+            while True:
+                try:
+                    request = yield response
+                except GeneratorExit:
+                    with mode_cls():
+                        gen.close()
+                    raise
+                except BaseException as e:
+                    with mode_cls():
+                        response = gen.throw(e)
+                else:
+                    with mode_cls():
+                        response = gen.send(request)
+        except StopIteration as stop:
+            return stop.value
+    return gen_wrapper
+
+
 class _GradMode:
-    """A grad-mode scope: a context manager, and a decorator (with or without parentheses)."""
+    """A grad-mode scope: a context manager, and a decorator (with or without parentheses) of
+    functions and generator functions."""
     _mode = True
 
     def __init__(self, func=None):
         self._prev = []
-        self._func = func
+        self._func = None if func is None else _in_mode(func, type(self))
         if func is not None:
             functools.update_wrapper(self, func)
 
@@ -120,16 +155,8 @@ class _GradMode:
 
     def __call__(self, *args, **kwargs):
         if self._func is not None:
-            with type(self)():
-                return self._func(*args, **kwargs)
-        func = args[0]
-        mode_cls = type(self)
-
-        @functools.wraps(func)
-        def wrapper(*a, **kw):
-            with mode_cls():
-                return func(*a, **kw)
-        return wrapper
+            return self._func(*args, **kwargs)
+        return _in_mode(args[0], type(self))
 
 
 class no_grad(_GradMode):
