@@ -134,3 +134,11 @@ def test_numpy_errors():
         tessera.from_numpy(np.zeros(2, dtype=np.complex64))
     with pytest.raises(TypeError):
         tessera.tensor(np.zeros(2, dtype=np.complex64))
+
+
+def test_where_and_chunk_refuse_bad_arguments():
+    x = tessera.ones(2)
+    with pytest.raises(TypeError, match="condition must be a Tensor"):
+        tessera.where(None, x, x)
+    with pytest.raises(ValueError, match="greater than 0"):
+        x.chunk(0)

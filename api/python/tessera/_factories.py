@@ -227,6 +227,8 @@ def seed():
 
 # ---- functional forms ------------------------------------------------------------------------------
 def where(condition, input=None, other=None):
+    if not isinstance(condition, Tensor):
+        raise TypeError(f"where(): condition must be a Tensor, got {type(condition).__name__}")
     if input is None and other is None:
         return tuple(tensor(i) for i in np.nonzero(condition._host_copy()))
     ti, to_ = isinstance(input, Tensor), isinstance(other, Tensor)

@@ -917,6 +917,8 @@ class Tensor:
         return tuple(out)
 
     def chunk(self, chunks, dim=0):
+        if chunks <= 0:
+            raise ValueError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
         size = self.shape[dim]
         return self.split(max(1, -(-size // chunks)), dim)
 
