@@ -277,16 +277,7 @@ def _binary_function(name):
 
 
 def _unary_function(name):
-    method = getattr(Tensor, name, None)
-    if method is None:  # no method for *_backward ops
-        f = getattr(_fast, f"tsr_{name}")
-
-        def method(x):
-            o = c_void_p()
-            st = f(x._h, byref(o))
-            if st:
-                _raise(st, name)
-            return _wrap_h(o)
+    method = getattr(Tensor, name, None) or _tensor._unary_method(name)  # no method for *_backward ops
 
     def fn(input, *, out=None):
         if not isinstance(input, Tensor):
