@@ -2,6 +2,7 @@
 // with the host table, and commit what it registered only if init succeeded.
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -94,7 +95,8 @@ void check_struct_size(const std::string& who, uint32_t got, size_t need) {
 void register_device(HostContext& host, const TsrDeviceInterface* d) {
   const std::string who = "register_device";
   if (d == nullptr) fail(TSR_ERR_NULL_POINTER, who + ": device is NULL");
-  check_struct_size(who, d->struct_size, sizeof(TsrDeviceInterface));
+  // A 1.0/1.1 plugin's interface ends at synchronize: the 1.2 members read as NULL.
+  check_struct_size(who, d->struct_size, TSR_DEVICE_INTERFACE_SIZE_1_1);
   if (d->type_name == nullptr || *d->type_name == '\0')
     fail(TSR_ERR_NULL_POINTER, who + ": type_name is NULL or empty");
   const std::string name = d->type_name;
@@ -112,7 +114,7 @@ void register_device(HostContext& host, const TsrDeviceInterface* d) {
   }
   DeviceType staged;
   staged.name = name;
-  staged.iface = *d;
+  std::memcpy(&staged.iface, d, std::min<size_t>(d->struct_size, sizeof(TsrDeviceInterface)));
   staged.plugin = host.record;
   s.devices.push_back(std::move(staged));
 }

@@ -2,6 +2,7 @@
 // devices, promotes types, broadcasts, allocates the output and hands the kernel exactly
 // what plugin.h promises for its kind. Hot path: no lock, no string lookup, descs on the stack.
 #include "ops.h"
+#include "streams.h"
 
 #include <algorithm>
 #include <chrono>
@@ -131,7 +132,8 @@ void broadcast_desc(TsrTensorDesc& d, const TensorImpl& t, const int64_t* sizes,
 
 void run(const KernelSlot& s, int32_t op, TsrTensorDesc* outs, const TsrTensorDesc* ins, int32_t nin,
          const TsrAttrs& attrs) {
-  TsrKernelArgs args{sizeof(TsrKernelArgs), op, kOpInfo[op].name, 1, nin, outs, ins, &attrs, nullptr, s.ctx};
+  TsrKernelArgs args{sizeof(TsrKernelArgs), op, kOpInfo[op].name, 1, nin, outs, ins, &attrs,
+                     current_stream(outs[0].device), s.ctx};
   if (int32_t st = s.fn(&args); st != TSR_OK) [[unlikely]] {
     std::string msg = last_error();
     fail(st, prefix(op) + "kernel of plugin '" + (s.plugin ? s.plugin->name : "?") + "' failed on " +
@@ -770,6 +772,8 @@ void call_untracked(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, c
                     TensorImpl** outputs) {
   const bool trace = g_trace_ops.load(std::memory_order_relaxed);
   const auto t0 = trace ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+  note_stream_uses(inputs, num_inputs);
+  note_stream_uses(outputs, 1);
   try {
     dispatch(op, inputs, num_inputs, attrs, outputs);
   } catch (const CpuFallback&) {

@@ -1,6 +1,7 @@
 // Tensor creation and lifetime: storages on a device's allocator or borrowed memory, views
 // over a storage, byte copies between devices, and the strings error messages are made of.
 #include "tensor.h"
+#include "streams.h"
 
 #include <algorithm>
 #include <cstring>
@@ -151,6 +152,7 @@ Tensor empty(const int64_t* sizes, int32_t ndim, int32_t dtype, TsrDevice device
   s.nbytes_ = nbytes;
   s.device_ = device;
   s.block_ = block;
+  s.stream_ = current_stream(device);
   TensorImpl& t = block->impl;
   t.storage_ = &s;
   t.ndim_ = ndim;
@@ -167,7 +169,7 @@ void copy_bytes(void* dst, TsrDevice dst_device, const void* src, TsrDevice src_
   // The copy function of the non-CPU side moves bytes to or from the host.
   auto one_side = [&](TsrDevice side, void* d, TsrDevice dd, const void* s, TsrDevice sd) {
     const TsrDeviceInterface& iface = device_iface(side, op);
-    if (int32_t st = iface.copy(iface.ctx, d, dd, s, sd, nbytes, nullptr); st != TSR_OK)
+    if (int32_t st = iface.copy(iface.ctx, d, dd, s, sd, nbytes, current_stream(side)); st != TSR_OK)
       fail(st, std::string("[") + op + "] copying " + std::to_string(nbytes) + " bytes from " + device_str(sd) +
                    " to " + device_str(dd) + " failed: " + last_error());
   };

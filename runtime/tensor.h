@@ -27,6 +27,8 @@ struct Storage {
   void (*deleter_)(void*) = nullptr;   //   instead of the device interface's free
   void* deleter_ctx_ = nullptr;
   TensorBlock* block_ = nullptr;       // the allocation this storage shares with its first impl
+  void* stream_ = nullptr;             // the stream it was allocated on (device memory)
+  std::atomic<void*> used_on_{nullptr};  // the last other stream its use was recorded on
 
   void retain() { refcount_.fetch_add(1, std::memory_order_relaxed); }
   void release();

@@ -143,13 +143,30 @@ TEST_F(Abi, MissingEntrySymbol) {
 TEST_F(Abi, WrongAbiNamesBothVersionsAndTheFile) {
   ASSERT_EQ(tsr_init(config({plugin("major", fixture("bad_abi_major"), true)}).c_str()), TSR_ERR_RUNTIME);
   std::string error = tsr_last_error();
-  EXPECT_THAT(error, HasSubstr("plugin ABI 2.0, runtime ABI 1.1"));
+  EXPECT_THAT(error, HasSubstr("plugin ABI 2.0, runtime ABI 1.2"));
   EXPECT_THAT(error, HasSubstr(fixture("bad_abi_major")));
   expect_empty();
   ASSERT_EQ(tsr_init(config({plugin("minor", fixture("bad_abi_minor"), false)}).c_str()), TSR_OK);
   const json i = info();
-  EXPECT_EQ(i["plugins"][0]["error"], "plugin ABI 1.2, runtime ABI 1.1");
+  EXPECT_EQ(i["plugins"][0]["error"], "plugin ABI 1.3, runtime ABI 1.2");
   EXPECT_TRUE(i["devices"].empty());
+}
+
+TEST_F(Abi, PluginOfAbi11LoadsAndLacksTheDeviceExtensions) {
+  // Its TsrDeviceInterface is 64 bytes followed by garbage: streams and memory statistics
+  // must be refused by name, never called.
+  ASSERT_EQ(tsr_init(config({plugin("old", fixture("old_abi"), true)}).c_str()), TSR_OK) << tsr_last_error();
+  TsrDevice dev{};
+  ASSERT_EQ(tsr_device_parse("old", &dev), TSR_OK) << tsr_last_error();
+  TsrStream s = nullptr;
+  EXPECT_EQ(tsr_stream_create(dev, 0, &s), TSR_ERR_NOT_IMPLEMENTED);
+  EXPECT_THAT(std::string(tsr_last_error()), HasSubstr("[tsr_stream_create] not supported on device old"));
+  TsrMemoryStats stats{};
+  stats.struct_size = sizeof stats;
+  EXPECT_EQ(tsr_memory_stats(dev, &stats), TSR_ERR_NOT_IMPLEMENTED);
+  EXPECT_EQ(tsr_set_current_stream(dev, nullptr), TSR_ERR_NOT_IMPLEMENTED);
+  EXPECT_EQ(tsr_device_set_option("old", "allow_tf32", 1), TSR_ERR_NOT_IMPLEMENTED);
+  EXPECT_EQ(tsr_device_set_option("nope", "allow_tf32", 1), TSR_ERR_INVALID_ARGUMENT);
 }
 
 TEST_F(Abi, FailingInitLeavesNothingRegistered) {

@@ -120,9 +120,27 @@ typedef struct TsrAttrs {
   double hp[8];        /* OPTIM kind: the update's hyperparameters (see ops.def)          */
 } TsrAttrs;
 
+/* Memory statistics of one device's allocator (ABI 1.2): tsr_memory_stats / the plugin's
+ * memory_stats. Set struct_size first; fields are only ever appended. Bytes unless noted. */
+typedef struct TsrMemoryStats {
+  uint32_t struct_size;
+  int32_t reserved;
+  int64_t allocated;       /* held by live tensors (block sizes)                     */
+  int64_t reserved_bytes;  /* obtained from the device (cudaMalloc), incl. the cache  */
+  int64_t peak_allocated;  /* high-water mark of allocated (since reset)              */
+  int64_t peak_reserved;
+  int64_t num_allocs;      /* allocation requests served                             */
+  int64_t num_device_allocs; /* of which needed a new device allocation (cudaMalloc)  */
+  int64_t num_ooms;        /* requests that failed with out-of-memory                */
+  int64_t num_retries;     /* device allocations retried after freeing the cache     */
+  int64_t limit;           /* the memory-fraction cap in bytes; 0 = none             */
+  int64_t total;           /* the device's memory                                    */
+} TsrMemoryStats;
+
 TSR_STATIC_ASSERT(sizeof(TsrScalar) == 16, "TsrScalar size is part of the ABI");
 TSR_STATIC_ASSERT(sizeof(TsrDevice) == 8, "TsrDevice size is part of the ABI");
 TSR_STATIC_ASSERT(sizeof(TsrAttrs) == 528, "TsrAttrs size is part of the ABI");
+TSR_STATIC_ASSERT(sizeof(TsrMemoryStats) == 88, "TsrMemoryStats size is part of the ABI");
 
 #ifdef __cplusplus
 }

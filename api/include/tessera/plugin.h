@@ -21,7 +21,8 @@ extern "C" {
 #endif
 
 #define TSR_PLUGIN_ABI_MAJOR 1
-#define TSR_PLUGIN_ABI_MINOR 1 /* 1.1: CONV, POOL, OPTIM kinds; TsrAttrs 528 bytes */
+#define TSR_PLUGIN_ABI_MINOR 2 /* 1.1: CONV, POOL, OPTIM kinds; TsrAttrs 528 bytes.
+                                  1.2: streams, events, allocator control, graphs */
 #define TSR_PLUGIN_ENTRY_SYMBOL "tsr_plugin_entry"
 
 #if defined(_WIN32)
@@ -150,6 +151,48 @@ typedef struct TsrDeviceInterface {
   int32_t (*copy)(void* ctx, void* dst, TsrDevice dst_device, const void* src,
                   TsrDevice src_device, size_t nbytes, void* stream);
   int32_t (*synchronize)(void* ctx, int32_t device_index);
+
+  /* ---- ABI 1.2 (the runtime reads these only when struct_size covers them; any may be
+   * NULL, and the host call then says the device does not support it). Streams, events and
+   * graphs are opaque handles owned by the plugin; stream NULL is the device's default
+   * stream. Every function returns TSR_OK or a status after set_error. ---- */
+  int32_t (*stream_create)(void* ctx, int32_t device_index, int32_t priority, void** out);
+  int32_t (*stream_destroy)(void* ctx, int32_t device_index, void* stream);
+  int32_t (*stream_synchronize)(void* ctx, int32_t device_index, void* stream);
+  int32_t (*stream_query)(void* ctx, int32_t device_index, void* stream, int32_t* idle);
+  int32_t (*stream_wait_event)(void* ctx, int32_t device_index, void* stream, void* event);
+  /* The calling thread's current stream on this device: the runtime passes it to kernels
+   * (TsrKernelArgs.stream) and to copy, and allocations made by this thread are ordered
+   * on it. */
+  int32_t (*set_current_stream)(void* ctx, int32_t device_index, void* stream);
+  int32_t (*event_create)(void* ctx, int32_t device_index, int32_t enable_timing, void** out);
+  int32_t (*event_destroy)(void* ctx, int32_t device_index, void* event);
+  int32_t (*event_record)(void* ctx, int32_t device_index, void* event, void* stream);
+  int32_t (*event_synchronize)(void* ctx, int32_t device_index, void* event);
+  int32_t (*event_query)(void* ctx, int32_t device_index, void* event, int32_t* done);
+  int32_t (*event_elapsed_ms)(void* ctx, int32_t device_index, void* start, void* end, float* ms);
+  /* Memory `ptr` (a block from allocate) is used on `stream`, which is not the stream it was
+   * allocated on: when it is freed, it is not reused before that stream's work so far is
+   * done. The runtime calls it the first time a tensor's storage meets another stream. */
+  int32_t (*record_stream)(void* ctx, int32_t device_index, void* ptr, void* stream);
+  int32_t (*memory_stats)(void* ctx, int32_t device_index, TsrMemoryStats* out);
+  int32_t (*reset_peak_stats)(void* ctx, int32_t device_index);
+  int32_t (*empty_cache)(void* ctx, int32_t device_index);
+  /* Caps what the allocator reserves at fraction * the device's memory (0 < fraction <= 1). */
+  int32_t (*set_memory_fraction)(void* ctx, int32_t device_index, double fraction);
+  /* A JSON description of the allocator's segments and blocks, written NUL-terminated into
+   * buf when it fits; *needed gets the length + 1 either way. */
+  int32_t (*memory_snapshot)(void* ctx, int32_t device_index, char* buf, size_t size, size_t* needed);
+  /* Graphs: every op enqueued on `stream` between begin and end (by any thread whose
+   * current stream it is) is captured, not run; allocations meanwhile come from a pool
+   * private to the graph, kept until graph_destroy. replay launches it on `stream`. */
+  int32_t (*graph_capture_begin)(void* ctx, int32_t device_index, void* stream);
+  int32_t (*graph_capture_end)(void* ctx, int32_t device_index, void* stream, void** graph);
+  int32_t (*graph_replay)(void* ctx, int32_t device_index, void* graph, void* stream);
+  int32_t (*graph_destroy)(void* ctx, int32_t device_index, void* graph);
+  /* Device-type-wide switches by name (e.g. "allow_tf32"); unknown keys are an error. */
+  int32_t (*set_option)(void* ctx, const char* key, int64_t value);
+  int32_t (*get_option)(void* ctx, const char* key, int64_t* value);
 } TsrDeviceInterface;
 
 /* The host's function table, handed to init. host_ctx identifies the plugin being
@@ -188,7 +231,8 @@ typedef const TsrPlugin* (*TsrPluginEntryFn)(void);
 TSR_STATIC_ASSERT(sizeof(TsrTensorDesc) == 160, "TsrTensorDesc size is part of the ABI");
 TSR_STATIC_ASSERT(sizeof(TsrKernelArgs) == 64, "TsrKernelArgs size is part of the ABI");
 TSR_STATIC_ASSERT(sizeof(TsrKernelDef) == 48, "TsrKernelDef size is part of the ABI");
-TSR_STATIC_ASSERT(sizeof(TsrDeviceInterface) == 64, "TsrDeviceInterface size is part of the ABI");
+TSR_STATIC_ASSERT(sizeof(TsrDeviceInterface) == 256, "TsrDeviceInterface size is part of the ABI");
+#define TSR_DEVICE_INTERFACE_SIZE_1_1 64 /* a 1.0/1.1 plugin's struct_size */
 TSR_STATIC_ASSERT(sizeof(TsrHostApi) == 72, "TsrHostApi size is part of the ABI");
 TSR_STATIC_ASSERT(sizeof(TsrPlugin) == 48, "TsrPlugin size is part of the ABI");
 

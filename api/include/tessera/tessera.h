@@ -16,7 +16,8 @@ extern "C" {
 #endif
 
 #define TSR_ABI_MAJOR 1
-#define TSR_ABI_MINOR 1 /* 1.1: autograd, CONV/POOL/OPTIM ops, TsrAttrs grew to 528 bytes */
+#define TSR_ABI_MINOR 2 /* 1.1: autograd, CONV/POOL/OPTIM ops, TsrAttrs grew to 528 bytes.
+                           1.2: streams, events, memory statistics, graphs, device options */
 
 #if defined(TSR_BUILDING_RUNTIME)
 #define TSR_API __attribute__((visibility("default")))
@@ -223,6 +224,59 @@ TSR_API int32_t tsr_autograd_grad(const TsrTensor* roots, const TsrTensor* grads
  * cannot fail. */
 TSR_API int32_t tsr_set_grad_enabled(int32_t enabled);
 TSR_API int32_t tsr_is_grad_enabled(void);
+
+/* ---- streams, events, memory, graphs (ABI 1.2) ------------------------------------------
+ *
+ * For devices whose plugin provides them (CUDA); elsewhere each call fails with
+ * TSR_ERR_NOT_IMPLEMENTED naming the device. Handles are opaque; stream NULL is the device's
+ * default stream. Ops run on the calling thread's current stream of their device. A tensor's
+ * memory is kept from reuse until every stream that used it has finished with it (the
+ * runtime records the use the first time a tensor meets a stream other than its own). */
+typedef void* TsrStream;
+typedef void* TsrEvent;
+typedef void* TsrGraph;
+
+TSR_API int32_t tsr_stream_create(TsrDevice device, int32_t priority, TsrStream* out);
+TSR_API int32_t tsr_stream_destroy(TsrDevice device, TsrStream stream);
+TSR_API int32_t tsr_stream_synchronize(TsrDevice device, TsrStream stream);
+/* *idle = 1 when all work enqueued on the stream has finished. */
+TSR_API int32_t tsr_stream_query(TsrDevice device, TsrStream stream, int32_t* idle);
+TSR_API int32_t tsr_stream_wait_event(TsrDevice device, TsrStream stream, TsrEvent event);
+/* The calling thread's current stream on `device` (NULL: the default stream). */
+TSR_API int32_t tsr_set_current_stream(TsrDevice device, TsrStream stream);
+TSR_API int32_t tsr_current_stream(TsrDevice device, TsrStream* out);
+TSR_API int32_t tsr_event_create(TsrDevice device, int32_t enable_timing, TsrEvent* out);
+TSR_API int32_t tsr_event_destroy(TsrDevice device, TsrEvent event);
+TSR_API int32_t tsr_event_record(TsrDevice device, TsrEvent event, TsrStream stream);
+TSR_API int32_t tsr_event_synchronize(TsrDevice device, TsrEvent event);
+TSR_API int32_t tsr_event_query(TsrDevice device, TsrEvent event, int32_t* done);
+TSR_API int32_t tsr_event_elapsed_time(TsrDevice device, TsrEvent start, TsrEvent end, float* ms);
+/* t's memory is also used on `stream` (explicit form of what the runtime records itself). */
+TSR_API int32_t tsr_record_stream(TsrTensor t, TsrStream stream);
+
+/* Allocator statistics; set stats->struct_size = sizeof(TsrMemoryStats) first. */
+TSR_API int32_t tsr_memory_stats(TsrDevice device, TsrMemoryStats* stats);
+TSR_API int32_t tsr_reset_peak_memory_stats(TsrDevice device);
+/* Gives cached, unused device memory back to the device. */
+TSR_API int32_t tsr_empty_cache(TsrDevice device);
+/* Caps the memory the allocator may reserve at fraction (0, 1] of the device's memory. */
+TSR_API int32_t tsr_set_memory_fraction(TsrDevice device, double fraction);
+/* The allocator's segments and blocks as JSON; valid until the next call on this thread. */
+TSR_API int32_t tsr_memory_snapshot(TsrDevice device, const char** json);
+
+/* CUDA graphs: ops enqueued on `stream` between begin and end are recorded, not run (no
+ * host synchronization, no copies to the host, no random ops meanwhile); their outputs live
+ * in a pool private to the graph. Replay reruns the recorded kernels on the same memory:
+ * refill the captured inputs in place, replay, read the captured outputs. */
+TSR_API int32_t tsr_graph_capture_begin(TsrDevice device, TsrStream stream);
+TSR_API int32_t tsr_graph_capture_end(TsrDevice device, TsrStream stream, TsrGraph* out);
+TSR_API int32_t tsr_graph_replay(TsrDevice device, TsrGraph graph, TsrStream stream);
+TSR_API int32_t tsr_graph_destroy(TsrDevice device, TsrGraph graph);
+
+/* Device-type switches by name, e.g. ("cuda", "allow_tf32", 1) as torch's
+ * backends.cuda.matmul.allow_tf32. */
+TSR_API int32_t tsr_device_set_option(const char* device_type, const char* key, int64_t value);
+TSR_API int32_t tsr_device_get_option(const char* device_type, const char* key, int64_t* value);
 
 TSR_STATIC_ASSERT(sizeof(TsrTensorInfo) == 184, "TsrTensorInfo size is part of the ABI");
 
