@@ -204,6 +204,7 @@ void check_out(int32_t op, const TensorImpl& out, const int64_t* sizes, int32_t 
   if (!can_cast(dtype, out.dtype_))
     op_fail(TSR_ERR_TYPE, op, "result type " + dtype_str(dtype) + " can't be cast to the output's dtype " +
                                   dtype_str(out.dtype_), in, n);
+  if (out.numel() == 0) return;  // nothing is written, so nothing is written twice
   for (int32_t i = 0; i < ndim; ++i)
     if (out.strides_[i] == 0 && out.sizes_[i] > 1)
       op_fail(TSR_ERR_INVALID_ARGUMENT, op,
@@ -710,8 +711,8 @@ void run_on_cpu(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& 
     ~Reset() { t_in_fallback = false; }
   } reset;
   t_in_fallback = true;
-  Tensor keep[3];
-  TensorImpl* cin[3];
+  Tensor keep[4];  // OPTIM takes up to 4 inputs
+  TensorImpl* cin[4];
   for (int32_t i = 0; i < nin; ++i) {
     keep[i] = to(*in[i], kCpu, -1);
     cin[i] = keep[i].get();
@@ -755,7 +756,8 @@ void call(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAt
   if (op < 0 || op >= kNumOps) fail(TSR_ERR_INVALID_ARGUMENT, "[tsr_call] unknown op id " + std::to_string(op));
   if (num_outputs != 1)
     fail(TSR_ERR_INVALID_ARGUMENT, prefix(op) + "expects 1 output, got " + std::to_string(num_outputs));
-  if (num_inputs < 0 || num_inputs > 3)
+  // 3 at most, but OPTIM's 4 (adam_step's optional step input; the op isn't differentiable)
+  if (num_inputs < 0 || num_inputs > (kOpInfo[op].kind == OpKind::OPTIM ? 4 : 3))
     fail(TSR_ERR_INVALID_ARGUMENT, prefix(op) + "invalid number of inputs " + std::to_string(num_inputs));
   // Autograd sees the call only when a tensor carries autograd metadata: pointer checks here.
   bool tracked = outputs[0] && outputs[0]->autograd_;

@@ -28,7 +28,10 @@ struct Storage {
   void* deleter_ctx_ = nullptr;
   TensorBlock* block_ = nullptr;       // the allocation this storage shares with its first impl
   void* stream_ = nullptr;             // the stream it was allocated on (device memory)
-  std::atomic<void*> used_on_{nullptr};  // the last other stream its use was recorded on
+  // The last other stream its use was recorded on (kNoStream: none yet; nullptr is a real
+  // stream, the default one).
+  static inline void* const kNoStream = reinterpret_cast<void*>(~uintptr_t{0});
+  std::atomic<void*> used_on_{kNoStream};
 
   void retain() { refcount_.fetch_add(1, std::memory_order_relaxed); }
   void release();
