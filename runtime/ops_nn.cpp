@@ -23,7 +23,7 @@ const char* role(int32_t op, int32_t i) {
   static const char* const grad_w[] = {"grad_output", "weight"};
   static const char* const grad_x[] = {"grad_output", "input"};
   static const char* const sgd[] = {"param", "grad", "momentum_buffer"};
-  static const char* const adam[] = {"param", "grad", "exp_avg", "exp_avg_sq"};
+  static const char* const adam[] = {"param", "grad", "exp_avg", "exp_avg_sq", "step"};
   switch (op) {
     case kOp_conv2d: return conv2d[i];
     case kOp_conv2d_backward_input: return grad_w[i];
@@ -298,7 +298,8 @@ void pool(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs,
 
 namespace {
 
-void check_hyperparameters(int32_t op, TensorImpl* const* t, int32_t n, const double* hp) {
+// step_input: adam_step's step comes from its 4th input, hp[5] is not used.
+void check_hyperparameters(int32_t op, TensorImpl* const* t, int32_t n, const double* hp, bool step_input) {
   auto bad = [&](const std::string& what) { nn_fail(TSR_ERR_INVALID_ARGUMENT, op, t, n, what); };
   auto flag = [&](int32_t i, const char* name) {
     if (hp[i] != 0 && hp[i] != 1) bad(std::string(name) + " (hp[" + std::to_string(i) + "]) must be 0 or 1, got " + num(hp[i]));
@@ -322,10 +323,25 @@ void check_hyperparameters(int32_t op, TensorImpl* const* t, int32_t n, const do
     if (!(hp[1] >= 0 && hp[1] < 1)) bad("Invalid beta parameter at index 0: " + num(hp[1]));
     if (!(hp[2] >= 0 && hp[2] < 1)) bad("Invalid beta parameter at index 1: " + num(hp[2]));
     if (!(hp[4] >= 0)) bad("Invalid weight_decay value: " + num(hp[4]));
-    if (!(hp[5] >= 1) || !std::isfinite(hp[5])) bad("step (hp[5]) must be >= 1, got " + num(hp[5]));
+    if (!step_input && (!(hp[5] >= 1) || !std::isfinite(hp[5]))) bad("step (hp[5]) must be >= 1, got " + num(hp[5]));
     flag(6, "decoupled");
     flag(7, "maximize");
   }
+}
+
+// adam_step's optional step input (t[n]): one float32 element on the param's device, read
+// only, so exempt from the checks of the param and states but for sharing their memory.
+void check_step_input(int32_t op, TensorImpl* const* t, int32_t n) {
+  const TensorImpl& step = *t[n];
+  auto bad = [&](int32_t status, const std::string& what) { nn_fail(status, op, t, n + 1, "step " + what); };
+  if (step.dtype_ != TSR_FLOAT32) bad(TSR_ERR_TYPE, "must be float32, got " + dtype_str(step.dtype_));
+  if (step.numel() != 1) bad(TSR_ERR_INVALID_ARGUMENT, "must have one element, got " + std::to_string(step.numel()));
+  if (!(step.device_ == t[0]->device_))
+    bad(TSR_ERR_INVALID_ARGUMENT, "must be on the param's device " + device_str(t[0]->device_) + ", got " +
+                                      device_str(step.device_));
+  for (int32_t i = 0; i < n; ++i)
+    if (step.storage_ == t[i]->storage_)
+      bad(TSR_ERR_INVALID_ARGUMENT, std::string("shares memory with ") + role(op, i) + ", which the update writes");
 }
 
 }  // namespace
@@ -334,13 +350,14 @@ void optim(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs
   const bool sgd = op == kOp_sgd_step;
   if (!outs[0])
     fail(TSR_ERR_NULL_POINTER, prefix(op) + "outputs[0] must be the parameter to update in place, got NULL");
-  if (sgd ? nin != 1 && nin != 2 : nin != 3)
+  if (sgd ? nin != 1 && nin != 2 : nin != 3 && nin != 4)
     fail(TSR_ERR_INVALID_ARGUMENT, prefix(op) + "expects " +
                                        (sgd ? "1 or 2 tensor inputs (grad[, momentum_buffer])"
-                                            : "3 tensor inputs (grad, exp_avg, exp_avg_sq)") +
+                                            : "3 or 4 tensor inputs (grad, exp_avg, exp_avg_sq[, step])") +
                                        ", got " + std::to_string(nin));
-  TensorImpl* t[4] = {outs[0]};  // param, grad, states...
-  const int32_t n = nin + 1;
+  TensorImpl* t[5] = {outs[0]};  // param, grad, states..., adam_step's step input last
+  const bool step_input = !sgd && nin == 4;
+  const int32_t n = nin + 1 - step_input;  // param, grad and states
   std::copy(in, in + nin, t + 1);
   check_operands(op, t, n, nullptr);
   TensorImpl& param = *t[0];
@@ -356,7 +373,8 @@ void optim(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs
     if (i != 1 && !t[i]->is_contiguous())
       nn_fail(TSR_ERR_INVALID_ARGUMENT, op, t, n,
               std::string(role(op, i)) + " is not contiguous: the fused update writes param and state tensors in place");
-  check_hyperparameters(op, t, n, attrs.hp);
+  check_hyperparameters(op, t, n, attrs.hp, step_input);
+  if (step_input) check_step_input(op, t, n);
 
   // No kernel on this device and fallback "cpu": update CPU copies, then copy every written
   // tensor back (the generic fallback would copy back only outputs[0], not the states).
@@ -366,13 +384,18 @@ void optim(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs
       registry().fallback == Fallback::Cpu) {
     warn_cpu_fallback(op, dev);
     const size_t nbytes = static_cast<size_t>(param.numel()) * itemsize(param.dtype_);
-    Tensor cpu[4];
-    TensorImpl* ptr[4];
+    Tensor cpu[5];
+    TensorImpl* ptr[5];
     for (int32_t i = 0; i < n; ++i) {
       Tensor src = t[i]->is_contiguous() ? Tensor::retain(t[i]) : cast(*t[i], t[i]->dtype_);
       cpu[i] = empty(param.sizes_, param.ndim_, param.dtype_, kCpu, kOpInfo[op].name);
       copy_bytes(cpu[i]->data(), kCpu, src->data(), dev, nbytes, kOpInfo[op].name);
       ptr[i] = cpu[i].get();
+    }
+    if (step_input) {  // read only: not copied back
+      cpu[n] = empty(nullptr, 0, TSR_FLOAT32, kCpu, kOpInfo[op].name);
+      copy_bytes(cpu[n]->data(), kCpu, t[n]->data(), dev, sizeof(float), kOpInfo[op].name);
+      ptr[n] = cpu[n].get();
     }
     optim(op, ptr + 1, nin, attrs, ptr);
     for (int32_t i = 0; i < n; ++i)
@@ -385,12 +408,12 @@ void optim(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs
   const KernelSlot& slot = resolve(op, dev, param.dtype_);
   if (param.numel() == 0) return;
   Tensor grad = t[1]->is_contiguous() ? Tensor::retain(t[1]) : cast(*t[1], t[1]->dtype_);
-  TsrTensorDesc o = desc(param), d[3];
+  TsrTensorDesc o = desc(param), d[4];
   d[0] = desc(*grad);
-  for (int32_t i = 2; i < n; ++i) d[i - 1] = desc(*t[i]);
+  for (int32_t i = 2; i <= nin; ++i) d[i - 1] = desc(*t[i]);  // the states, then the step input
   run(slot, op, &o, d, nin, attrs);
   for (int32_t i = 0; i < n; ++i)
-    if (i != 1) t[i]->storage_->bump_version();
+    if (i != 1) t[i]->storage_->bump_version();  // not the read-only step input
 }
 
 }  // namespace tessera

@@ -93,7 +93,9 @@ void sgd_step_body(const TsrKernelArgs* a) {
 void adam_step_body(const TsrKernelArgs* a) {
   const TsrTensorDesc& pd = a->outputs[0];
   const double* hp = a->attrs->hp;  // lr, beta1, beta2, eps, weight_decay, step, decoupled, maximize
-  const double lr = hp[0], beta1 = hp[1], beta2 = hp[2], wd = hp[4], step = hp[5];
+  // capturable Adam: the step from the 4th input (float32, one element), hp[5] unused
+  const double step = a->num_inputs == 4 ? *static_cast<const float*>(a->inputs[3].data) : hp[5];
+  const double lr = hp[0], beta1 = hp[1], beta2 = hp[2], wd = hp[4];
   const bool decoupled = hp[6] != 0;
   const int64_t n = numel_of(pd);
   dispatch_float_storage(pd.dtype, [&](auto s) {

@@ -384,7 +384,8 @@ double adam_ref(const double* hp, double p, double g, double* m, double* v) {
   return p - lr / (1 - std::pow(b1, step)) * *m / denom;
 }
 
-void run_optim_spec(Ctx& ctx, const OptimSpec& s, bool sgd) {
+// step_input: adam_step gets the step as a float32 scalar tensor (capturable Adam), hp[5] NaN.
+void run_optim_spec(Ctx& ctx, const OptimSpec& s, bool sgd, bool step_input = false) {
   const bool buffer = sgd ? s.hp[1] != 0 : true;
   HostTensor p = random_tensor(ctx.rng, ctx.dtype, s.sizes, kUnit), g = random_tensor(ctx.rng, ctx.dtype, s.sizes, kUnit);
   std::vector<HostTensor> states;
@@ -403,6 +404,8 @@ void run_optim_spec(Ctx& ctx, const OptimSpec& s, bool sgd) {
   Tensor tp = ctx.upload(p), tg = ctx.upload(g, s.grad_layout), ts[2];
   std::vector<TsrTensor> ins = {tg.get()};
   for (size_t i = 0; i < states.size(); ++i) ts[i] = ctx.upload(states[i]), ins.push_back(ts[i].get());
+  Tensor tstep = step_input ? ctx.upload_scalar(TSR_FLOAT32, s.hp[5]) : Tensor();
+  if (step_input) ins.push_back(tstep.get());
   for (TsrTensor t : ins)
     if (!t || !tp) return;
   std::vector<uint64_t> before;
@@ -410,8 +413,9 @@ void run_optim_spec(Ctx& ctx, const OptimSpec& s, bool sgd) {
   const uint64_t p_before = version_of(tp.get());
   TsrAttrs attrs = default_attrs();
   std::copy(s.hp, s.hp + 8, attrs.hp);
+  if (step_input) attrs.hp[5] = NAN;  // not read
   TsrTensor outs[] = {tp.get()};
-  const std::string name = std::string(s.name) + ", param " + shape_str(s.sizes);
+  const std::string name = std::string(s.name) + ", param " + shape_str(s.sizes) + (step_input ? ", step input" : "");
   if (!ctx.ran(tsr_call(ctx.op.id, ins.data(), static_cast<int32_t>(ins.size()), &attrs, outs, 1), name)) return;
   const double tol = Ctx::tol(ctx.dtype, 10);
   ctx.check(name + ": param", tp.get(), ctx.dtype, s.sizes, want_p, tol);
@@ -422,6 +426,8 @@ void run_optim_spec(Ctx& ctx, const OptimSpec& s, bool sgd) {
                                               (states.empty() || version_of(ts[0].get()) > before[1]) &&
                                               (states.size() < 2 || version_of(ts[1].get()) > before[2]));
   if (!moved) return ctx.fail(name, "the version counter of the param or a state did not move");
+  if (step_input && version_of(tstep.get()) != before.back())
+    return ctx.fail(name, "the version counter of the read-only step input moved");
   ctx.pass();
 }
 
@@ -430,7 +436,7 @@ void run_optim(Ctx& ctx) {
   if (sgd)
     for (const OptimSpec& s : kSgdSpecs) run_optim_spec(ctx, s, true);
   else
-    for (const OptimSpec& s : kAdamSpecs) run_optim_spec(ctx, s, false);
+    for (const OptimSpec& s : kAdamSpecs) run_optim_spec(ctx, s, false), run_optim_spec(ctx, s, false, true);
 
   auto host = [&](const Shape& sizes, int32_t dtype = TSR_FLOAT32) { return random_tensor(ctx.rng, dtype, sizes, kUnit); };
   const double sgd_hp[8] = {0.1, 0.9, 0, 0, 0, 0, 0, 0}, adam_hp[8] = {1e-3, 0.9, 0.999, 1e-8, 0, 1, 0, 0};
@@ -476,6 +482,8 @@ void run_optim(Ctx& ctx) {
     bad("weight decay -0.1", ok, with(4, -0.1), kInvalid);
     bad("step 0", ok, with(5, 0), kInvalid);
     bad("two inputs", {ok[0], ok[1], ok[2]}, a, kInvalid);
+    expect_bad(ctx, "float64 step input", {ok[0], ok[1], ok[2], ok[3], host({}, TSR_FLOAT64)}, a, TSR_ERR_TYPE, true);
+    expect_bad(ctx, "step input of 2 elements", {ok[0], ok[1], ok[2], ok[3], host({2})}, a, kInvalid, true);
   }
   if (ctx.dtype != TSR_FLOAT32) return;
   // A NULL param, a non-contiguous param, and grad being the param itself.

@@ -179,7 +179,8 @@ def test_state_dict_structure_matches_torch():
 
 @pytest.mark.parametrize("name,options", [("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
                                           ("Adam", dict(lr=0.01)),
-                                          ("AdamW", dict(lr=0.01, weight_decay=0.1))])
+                                          ("AdamW", dict(lr=0.01, weight_decay=0.1)),
+                                          ("AdamW", dict(lr=0.01, weight_decay=0.1, capturable=True))])
 @pytest.mark.parametrize("through_file", [False, True])
 def test_state_dict_resume_is_exact(tmp_path, name, options, through_file):
     """3 steps, save, a fresh optimizer loads the state, 2 more steps == 5 uninterrupted steps."""
@@ -228,6 +229,87 @@ def test_load_state_dict_mismatch():
     two = tessera.optim.SGD([{"params": ps[:1]}, {"params": ps[1:]}], lr=0.1)
     with pytest.raises(ValueError, match="different number of parameter groups"):
         two.load_state_dict(opt.state_dict())
+
+
+# ---- capturable Adam: the step count as a device tensor, read by the kernel ----------------------
+
+def _steps(opt, params, steps=5, start=0):
+    for k in range(start, start + steps):
+        for p in params:
+            p.grad = tessera.from_numpy(_grad(p.detach().numpy(), k))
+        opt.step()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,options", [("Adam", dict(lr=0.01)),
+                                          ("Adam", dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.1, maximize=True)),
+                                          ("AdamW", dict(lr=0.01, weight_decay=0.1))])
+def test_capturable_matches_host_step(name, options, dtype):
+    ours, _ = _pairs(dtype)
+    theirs, _ = _pairs(dtype)
+    opt = getattr(tessera.optim, name)(ours, capturable=True, **options)
+    ref = getattr(tessera.optim, name)(theirs, **options)
+    _steps(opt, ours)
+    _steps(ref, theirs)
+    for p, q in zip(ours, theirs):
+        np.testing.assert_array_equal(p.detach().numpy(), q.detach().numpy())
+        step = opt.state[p]["step"]
+        assert isinstance(step, tessera.Tensor) and step.shape == () and step.dtype == tessera.float32
+        assert step.item() == 5 and ref.state[q]["step"] == 5
+    assert opt.param_groups[0]["capturable"] is True and ref.param_groups[0]["capturable"] is False
+
+
+def test_capturable_state_dict_round_trip(tmp_path):
+    ps, _ = _pairs(np.float64)
+    opt = tessera.optim.Adam(ps, lr=0.01, capturable=True)
+    _steps(opt, ps, steps=3)
+    sd = opt.state_dict()
+    assert isinstance(sd["state"][0]["step"], tessera.Tensor) and sd["state"][0]["step"].item() == 3
+    tessera.save(sd, tmp_path / "opt.safetensors")
+    for saved in (sd, tessera.load(tmp_path / "opt.safetensors")):
+        cap, plain = tessera.optim.Adam(ps, capturable=True), tessera.optim.Adam(ps)
+        cap.load_state_dict(saved)
+        plain.load_state_dict(saved)
+        step = cap.state[ps[0]]["step"]
+        assert isinstance(step, tessera.Tensor) and step.dtype == tessera.float32 and step.item() == 3
+        assert step is not opt.state[ps[0]]["step"]
+        assert plain.state[ps[0]]["step"] == 3 and type(plain.state[ps[0]]["step"]) is int
+        assert cap.param_groups[0]["capturable"] and not plain.param_groups[0]["capturable"]
+    # an int step loaded into a capturable optimizer becomes a tensor
+    cap = tessera.optim.Adam(ps, capturable=True)
+    cap.load_state_dict(plain.state_dict())
+    assert isinstance(cap.state[ps[0]]["step"], tessera.Tensor) and cap.state[ps[0]]["step"].item() == 3
+
+
+def test_adam_step_input_errors():
+    p, g, m, v = (tessera.ones(2, 3) for _ in range(4))
+    hp = (0.1, 0.9, 0.999, 1e-8, 0, float("nan"), 0, 0)  # hp[5] is not read with a step input
+    step = tessera.full((), 2.0)
+    before = step._version
+    _C.call_op("adam_step", [g, m, v, step], out=p, hp=hp)
+    assert step.item() == 2 and step._version == before and np.isfinite(p.numpy()).all()
+    with pytest.raises(TypeError, match="step must be float32, got float64"):
+        _C.call_op("adam_step", [g, m, v, tessera.full((), 2.0, dtype=tessera.float64)], out=p, hp=hp)
+    with pytest.raises(ValueError, match="step must have one element, got 2"):
+        _C.call_op("adam_step", [g, m, v, tessera.full((2,), 2.0)], out=p, hp=hp)
+    with pytest.raises(ValueError, match="step shares memory with exp_avg"):
+        _C.call_op("adam_step", [g, m, v, m.view(-1)[0]], out=p, hp=hp)
+    with pytest.raises(ValueError, match="inputs"):
+        _C.call_op("adam_step", [g, m, v, step, step], out=p, hp=hp)
+    if tessera.cuda.is_available():
+        with pytest.raises(ValueError, match="step must be on the param's device"):
+            _C.call_op("adam_step", [g, m, v, tessera.full((), 2.0, device="cuda")], out=p, hp=hp)
+
+
+def test_step_under_graph_capture_needs_capturable(monkeypatch):
+    ps, _ = _pairs(np.float32)
+    for p in ps:
+        p.grad = tessera.ones(*p.shape)
+    monkeypatch.setattr(tessera.cuda, "is_current_stream_capturing", lambda: True)
+    for cls in (tessera.optim.Adam, tessera.optim.AdamW):
+        with pytest.raises(RuntimeError, match=f"instance of {cls.__name__} but param_groups' capturable is False"):
+            cls(ps).step()
+    tessera.optim.Adam(ps, capturable=True).step()  # the CPU stands in for the device here
 
 
 def test_bad_options():

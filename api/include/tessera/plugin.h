@@ -107,7 +107,12 @@ typedef struct TsrTensorDesc {
  *    pass; the runtime has checked attrs->hp (ops.def) and bumps the version counters.
  *    sgd_step gets a momentum buffer exactly when momentum != 0; buffer_is_new = 1 means
  *    buf = grad (after weight decay and maximize), ignoring its old contents. adam_step:
- *    step >= 1, bias corrections 1 - beta^step.
+ *    step >= 1, bias corrections 1 - beta^step. With num_inputs == 4, inputs[3] is the step
+ *    (capturable Adam), outside the rule above: one float32 element (any sizes/strides; read
+ *    *data) on the parameter's device, >= 1 (unchecked: it lives on the device), used instead
+ *    of hp[5], which is then neither checked nor meaningful. It is read only. A device kernel
+ *    reads it on the device (no host read, no sync), so the update can be captured in a graph
+ *    and replayed with the step advanced in place between replays.
  * Outputs come first. `stream` is the device's current stream (NULL = default). */
 typedef struct TsrKernelArgs {
   uint32_t struct_size;
