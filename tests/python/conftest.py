@@ -5,6 +5,13 @@ import sys
 
 import pytest
 
+# PyTorch (where importable) before any test imports tessera: its CUDA libraries (cuBLAS, ...) must be the ones
+# loaded when Tessera's CUDA plugin loads (test_cuda.py uses both on one GPU).
+try:
+    import torch as _torch_first  # noqa: F401
+except ImportError:
+    pass
+
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _PKG = os.path.join(_REPO, "api", "python")
 if _PKG not in sys.path:

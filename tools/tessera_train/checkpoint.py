@@ -1,4 +1,5 @@
-"""Checkpoints as one flat {name: tensor} dict, the form tessera.save writes as safetensors.
+"""Checkpoints as one flat {name: tensor} dict, the form tessera.save writes as safetensors; tensors are
+saved from the CPU, so a checkpoint loads on any device.
 
 Model weights go in as "model.<name>"; the optimizer's and scheduler's nested state dicts are
 split into their tensors ("optimizer.<n>", "scheduler.<n>") and a JSON tree that points at them;
@@ -17,7 +18,7 @@ def _encode(obj, prefix, flat, T):
     """obj as JSON with each tensor replaced by {"$t": key} and stored in flat[key]."""
     if isinstance(obj, T.Tensor):
         key = f"{prefix}{len(flat)}"  # unique: flat grows with every tensor
-        flat[key] = obj.detach()
+        flat[key] = obj.detach().cpu()
         return {"$t": key}
     if isinstance(obj, dict):  # keys may be ints (optimizer state): keep them as pairs
         return {"$d": [[k, _encode(v, prefix, flat, T)] for k, v in obj.items()]}
@@ -45,7 +46,7 @@ def _decode(obj, flat):
 
 def save(T, path, model, optimizer, scheduler, meta):
     """Writes model/optimizer/scheduler state and the JSON-able `meta` dict to path, atomically."""
-    flat = {f"model.{k}": v.detach() for k, v in model.state_dict().items()}
+    flat = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
     meta = dict(meta, format=FORMAT,
                 optimizer=_encode(optimizer.state_dict(), "optimizer.", flat, T),
                 scheduler=_encode(scheduler.state_dict(), "scheduler.", flat, T) if scheduler else None)
@@ -79,7 +80,8 @@ def read_meta(T, path):
 
 
 def restore(flat, meta, model, optimizer, scheduler):
-    """Loads the states that save() wrote into model, optimizer and scheduler."""
+    """Loads the states that save() wrote into model, optimizer and scheduler (each tensor copied onto the
+    device of the parameter it belongs to)."""
     model.load_state_dict({k[len("model."):]: v for k, v in flat.items() if k.startswith("model.")})
     optimizer.load_state_dict(_decode(meta["optimizer"], flat))
     if scheduler is not None:

@@ -4,6 +4,7 @@ number, got -1")."""
 import json
 import math
 import os
+import re
 
 DEFAULT_DATA_PATH = "/usr/share/datasets/fashion-mnist"
 
@@ -166,6 +167,14 @@ def _schedule(c):
     return sched
 
 
+DEVICE_WHAT = '"cpu", "cuda" or "cuda:N"'
+
+
+def is_device(v):
+    """Whether v names a device a run may use: "cpu", "cuda" or "cuda:N"."""
+    return isinstance(v, str) and re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None
+
+
 def resolve(root, path):
     """A path from a config: absolute as is, relative ones from the repository root."""
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(root, path))
@@ -184,7 +193,7 @@ def parse(obj, source, root):
     cfg["batch_size"] = c.integer("batch_size", _REQUIRED)
     cfg["eval_batch_size"] = c.integer("eval_batch_size", 1000)
     cfg["seed"] = c.integer("seed", 0, low=0)
-    cfg["device"] = c.string("device", "cpu")
+    cfg["device"] = c.get("device", "cpu", is_device, DEVICE_WHAT)
     cfg["checkpoint"] = resolve(root, c.string("checkpoint", f"runs/{cfg['name']}/checkpoint.safetensors"))
     c.no_other_keys(("name", "model", "data", "optimizer", "schedule", "label_smoothing", "epochs",
                      "batch_size", "eval_batch_size", "seed", "device", "checkpoint", "comment"))

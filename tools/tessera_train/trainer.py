@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from . import checkpoint, data, models
+from . import checkpoint, config, data, models
 
 # Config sections that must match the checkpoint's for --resume to continue the same run.
 SAME_RUN_KEYS = ("model", "data", "optimizer", "schedule", "label_smoothing", "batch_size", "seed")
@@ -144,16 +144,24 @@ def _check_same_run(cfg, meta, path):
                          f"(or use another checkpoint path)")
 
 
+def check_device(T, device, source):
+    """The run's device, if it is one the backend has; else a TrainError naming the field."""
+    if not config.is_device(device):
+        raise TrainError(f"{source}: device must be {config.DEVICE_WHAT}, got {device!r}")
+    if device != "cpu":
+        index = int(device.partition(":")[2] or 0)
+        count = T.cuda.device_count() if T.cuda.is_available() else 0
+        if index >= count:
+            raise TrainError(f"{source}: device {device!r} is not available ({T.__name__}.cuda sees "
+                             f"{count or 'no'} CUDA device{'' if count == 1 else 's'}); use \"device\": \"cpu\"")
+    return device
+
+
 def run(cfg, source, repo_root, backend="tessera", resume=False, stop_after=None, log=sys.stderr):
     """Trains as cfg says and returns the final metrics dict (the JSON line)."""
     wall_start = time.perf_counter()
     T = load_backend(backend, repo_root)
-    device = cfg["device"]
-    if device != "cpu":
-        try:
-            T.zeros(1).to(device)
-        except Exception as e:
-            raise TrainError(f"{source}: device {device!r} is not available: {e}") from None
+    device = check_device(T, cfg["device"], source)
     d = cfg["data"]
     x_train, y_train = data.load_split(d["path"], "train", d["normalize"], d["limit_train"])
     x_test, y_test = data.load_split(d["path"], "test", d["normalize"], d["limit_test"])

@@ -4,13 +4,19 @@ import ctypes.util
 import glob
 import os
 import struct
-from ctypes import POINTER, byref, c_char_p, c_double, c_int32, c_int64, c_size_t, c_uint32, c_uint64, c_void_p
+from ctypes import (POINTER, byref, c_char_p, c_double, c_float, c_int32, c_int64, c_size_t, c_uint32, c_uint64,
+                    c_void_p)
 
 MAX_DIMS = 8
 
+
 # ---- status codes (common.h) -> Python exceptions ------------------------------------------------
+class OutOfMemoryError(RuntimeError, MemoryError):
+    """An allocation failed (TSR_ERR_OUT_OF_MEMORY), as torch.OutOfMemoryError; also a MemoryError."""
+
+
 OK, INVALID_ARGUMENT, TYPE, INDEX, OUT_OF_MEMORY, RUNTIME, NOT_IMPLEMENTED, NOT_INITIALIZED, NULL_POINTER = range(9)
-_EXCEPTIONS = {INVALID_ARGUMENT: ValueError, TYPE: TypeError, INDEX: IndexError, OUT_OF_MEMORY: MemoryError,
+_EXCEPTIONS = {INVALID_ARGUMENT: ValueError, TYPE: TypeError, INDEX: IndexError, OUT_OF_MEMORY: OutOfMemoryError,
                NOT_IMPLEMENTED: NotImplementedError}
 
 # ---- structs -----------------------------------------------------------------------------------
@@ -66,7 +72,15 @@ class TensorInfo(ctypes.Structure):
     ]
 
 
+class MemoryStats(ctypes.Structure):
+    """TsrMemoryStats (ABI 1.2): one device allocator's statistics, bytes unless named num_*."""
+    _fields_ = [("struct_size", c_uint32), ("reserved", c_int32)] + [(name, c_int64) for name in (
+        "allocated", "reserved_bytes", "peak_allocated", "peak_reserved", "num_allocs", "num_device_allocs",
+        "num_ooms", "num_retries", "limit", "total")]
+
+
 assert ctypes.sizeof(Attrs) == 528 and ctypes.sizeof(Scalar) == 16 and ctypes.sizeof(TensorInfo) == 184
+assert ctypes.sizeof(MemoryStats) == 88
 
 
 # ---- finding and loading the library ------------------------------------------------------------
@@ -171,6 +185,41 @@ _bind("tsr_dtype_name", [I32], c_char_p)
 _bind("tsr_op_name", [I32], c_char_p)
 _bind("tsr_attrs_init", [POINTER(Attrs)], None)
 _last_error = lib.tsr_last_error
+
+
+# ABI 1.2 (streams, events, memory, graphs, device options): bound on first use, so that this package still
+# imports with an older library; calling one that the library lacks raises RuntimeError.
+H = c_void_p  # TsrStream / TsrEvent / TsrGraph
+_SIGS_1_2 = {
+    "tsr_stream_create": [Device, I32, POINTER(c_void_p)], "tsr_stream_destroy": [Device, H],
+    "tsr_stream_synchronize": [Device, H], "tsr_stream_query": [Device, H, POINTER(c_int32)],
+    "tsr_stream_wait_event": [Device, H, H], "tsr_set_current_stream": [Device, H],
+    "tsr_current_stream": [Device, POINTER(c_void_p)],
+    "tsr_event_create": [Device, I32, POINTER(c_void_p)], "tsr_event_destroy": [Device, H],
+    "tsr_event_record": [Device, H, H], "tsr_event_synchronize": [Device, H],
+    "tsr_event_query": [Device, H, POINTER(c_int32)], "tsr_event_elapsed_time": [Device, H, H, POINTER(c_float)],
+    "tsr_record_stream": [T, H],
+    "tsr_memory_stats": [Device, POINTER(MemoryStats)], "tsr_reset_peak_memory_stats": [Device],
+    "tsr_empty_cache": [Device], "tsr_set_memory_fraction": [Device, c_double],
+    "tsr_memory_snapshot": [Device, POINTER(c_char_p)],
+    "tsr_graph_capture_begin": [Device, H], "tsr_graph_capture_end": [Device, H, POINTER(c_void_p)],
+    "tsr_graph_replay": [Device, H, H], "tsr_graph_destroy": [Device, H],
+    "tsr_device_set_option": [c_char_p, c_char_p, c_int64], "tsr_device_get_option": [c_char_p, c_char_p, P64],
+}
+_bound_1_2 = {}
+
+
+def abi12(name, *args):
+    """Calls ABI 1.2 function `name` with args; raises the mapped exception on a failed status."""
+    fn = _bound_1_2.get(name)
+    if fn is None:
+        fn = getattr(lib, name, None)
+        if fn is None:
+            raise RuntimeError(f"tessera: {library_path} (ABI {abi_version[0]}.{abi_version[1]}) has no {name}: "
+                               f"streams, events, memory statistics and graphs need ABI 1.2 (rebuild the library)")
+        fn.argtypes, fn.restype = _SIGS_1_2[name], c_int32
+        _bound_1_2[name] = fn
+    check(fn(*args), name)
 
 
 def error(status, where=None):
@@ -282,11 +331,13 @@ _device_cache = {}
 
 
 def device_struct(dev):
-    """A Device struct from 'cpu', 'cuda:1', a tessera.device or a Device (None: cpu)."""
+    """A Device struct from 'cpu', 'cuda:1', a tessera.device, a CUDA ordinal (int) or a Device (None: cpu)."""
     if dev is None:
         return Device(0, 0)
     if isinstance(dev, Device):
         return dev
+    if isinstance(dev, int) and not isinstance(dev, bool):
+        dev = f"cuda:{dev}"
     text = dev if isinstance(dev, str) else str(dev)
     d = _device_cache.get(text)
     if d is None:

@@ -11,6 +11,8 @@ from . import _factories as _f
 from ._dlpack import from_dlpack
 from . import autograd
 from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
+from ._C import OutOfMemoryError
+from . import backends, cuda
 
 globals().update({k: v for k, v in _f.functions().items() if k not in globals()})
 

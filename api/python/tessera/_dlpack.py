@@ -81,7 +81,7 @@ def to_capsule(t, stream=None):
         raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
     info = t._info()
     dev_type, dev_id = device_of(t)
-    if dev_type == kDLCUDA and stream not in (None, -1):
+    if dev_type == kDLCUDA and stream != -1:  # the consumer's stream may read it: finish what writes it
         _C.check(_C.lib.tsr_synchronize(info.device))
     n = info.ndim
     shape = (c_int64 * max(n, 1))(*info.sizes[:n])
@@ -115,12 +115,22 @@ def _import_deleter(managed):
         PYFUNCTYPE(None, c_void_p)(fn)(managed)
 
 
+def _consumer_stream(device_id):
+    """Our current stream on cuda:device_id as DLPack's stream number (1: the legacy default stream), on which
+    the producer orders its pending writes."""
+    try:
+        from . import cuda
+        return cuda.current_stream(device_id).cuda_stream or 1
+    except RuntimeError:  # a library without streams: ops run on the default stream
+        return 1
+
+
 def from_dlpack(obj):
     """A tensor sharing the memory of `obj`: anything with __dlpack__ (numpy >= 1.22, torch, tessera) or a
     'dltensor' capsule. Zero copy; the producer's deleter runs when the last tessera view is gone."""
     if hasattr(obj, "__dlpack__"):
-        dev = obj.__dlpack_device__()[0] if hasattr(obj, "__dlpack_device__") else kDLCPU
-        capsule = obj.__dlpack__() if dev in (kDLCPU, kDLCUDAHost) else obj.__dlpack__(stream=None)
+        dev, dev_id = obj.__dlpack_device__() if hasattr(obj, "__dlpack_device__") else (kDLCPU, 0)
+        capsule = obj.__dlpack__(stream=_consumer_stream(dev_id)) if dev == kDLCUDA else obj.__dlpack__()
     else:
         capsule = obj
     if type(capsule).__name__ != "PyCapsule":

@@ -69,7 +69,7 @@ def _has_numpy_float(data):
 def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False):
     """A new tensor copying `data` (nested lists, numbers, numpy arrays, tensors)."""
     if isinstance(data, Tensor):
-        t = data.detach().to(device or data.device, dtype or data.dtype, copy=True)
+        t = data.detach().to(data.device if device is None else device, dtype or data.dtype, copy=True)
         return _finish(t, requires_grad)
     dt = None if dtype is None else to_dtype(dtype)
     if isinstance(data, (np.ndarray, np.generic)):
@@ -183,7 +183,7 @@ def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
 
 
 def _like(t, dtype, device):
-    return dict(dtype=dtype or t.dtype, device=device or t.device)
+    return dict(dtype=dtype or t.dtype, device=t.device if device is None else device)
 
 
 def empty_like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None):
@@ -374,6 +374,8 @@ def cat(tensors, dim=0, *, out=None):
     if d is None:
         raise IndexError(f"Dimension out of range (expected to be in range of [{-nd}, {nd - 1}], but got {dim})")
     for t in tensors:
+        if t.device != ref.device:
+            raise ValueError(f"cat(): expected all tensors on one device, got {ref.device} and {t.device}")
         if t.ndim != nd or any(a != b for i, (a, b) in enumerate(zip(t.shape, ref.shape)) if i != d):
             raise ValueError(f"cat(): sizes of tensors must match except in dimension {d}: got "
                              f"{list(ref.shape)} and {list(t.shape)}")

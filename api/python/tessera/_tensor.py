@@ -666,6 +666,8 @@ class Tensor:
                 dev = a
             elif isinstance(a, bool):
                 pass  # non_blocking / copy positional
+            elif isinstance(a, int):
+                dev = a  # a CUDA ordinal
             else:
                 raise TypeError(f"to() received an invalid argument {a!r}")
         d = _C.device_struct(dev) if dev is not None else self._info().device
@@ -681,8 +683,13 @@ class Tensor:
     def cpu(self):
         return self.to("cpu")
 
-    def cuda(self, device=None):
+    def cuda(self, device=None, non_blocking=False):
         return self.to("cuda" if device is None else device)
+
+    def record_stream(self, stream):
+        """Marks this tensor's memory as used on `stream` (a tessera.cuda.Stream): when the tensor is freed, the
+        memory is not reused before the work enqueued on that stream so far is done."""
+        _C.abi12("tsr_record_stream", self._h, stream._h)
 
     def type_as(self, other):
         return self.to(other.dtype)
@@ -756,7 +763,7 @@ class Tensor:
 
     def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
         from . import _factories
-        return _factories.empty(*size, dtype=dtype or self.dtype, device=device or self.device,
+        return _factories.empty(*size, dtype=dtype or self.dtype, device=self.device if device is None else device,
                                 requires_grad=requires_grad)
 
     def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
@@ -770,7 +777,7 @@ class Tensor:
 
     def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
         from . import _factories
-        return _factories.tensor(data, dtype=dtype or self.dtype, device=device or self.device,
+        return _factories.tensor(data, dtype=dtype or self.dtype, device=self.device if device is None else device,
                                  requires_grad=requires_grad)
 
     # -- views -----------------------------------------------------------------------------------

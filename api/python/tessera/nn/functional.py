@@ -174,6 +174,14 @@ def _weighted_log_likelihood(logp, target, weight, ignore_index, label_smoothing
     return _reduce(loss, reduction, denom)
 
 
+def _capturing(t):
+    """Whether t's device is in the middle of a CUDA graph capture on this thread."""
+    if t.device.type != "cuda":
+        return False
+    from tessera import cuda
+    return cuda.is_current_stream_capturing()
+
+
 def _index_coef(logp, target, weight, ignore_index, eps, num_classes, fn, reduction):
     import tessera
     if target.dtype.is_floating_point or target.dtype is tessera.bool:
@@ -182,28 +190,29 @@ def _index_coef(logp, target, weight, ignore_index, eps, num_classes, fn, reduct
     if list(target.shape) != list(logp.shape[:-1]):
         raise ValueError(f"{fn}: expected target of shape {list(logp.shape[:-1])} for input of "
                          f"{num_classes} classes, got target of shape {list(target.shape)}")
-    t = target.cpu().numpy()
-    ignored = t == ignore_index
-    bad = ((t < 0) | (t >= num_classes)) & ~ignored
-    if bad.any():
-        raise IndexError(f"{fn}: Target {int(t[bad].flat[0])} is out of bounds (the input has "
+    # Everything stays on the target's device: no copy to the host beyond the one-element
+    # bounds check (which a CUDA graph capture skips, as it cannot read the device).
+    target = target.long()
+    ignored = target == ignore_index  # ignored is (...)
+    bad = ((target < 0) | (target >= num_classes)) & ~ignored
+    if not _capturing(target) and bad.any().item():
+        first = target[bad].flatten()[0].item()
+        raise IndexError(f"{fn}: Target {first} is out of bounds (the input has "
                          f"{num_classes} classes)")
     classes = tessera.arange(num_classes, device=logp.device)
-    onehot = (classes == target.long().unsqueeze(-1)).to(logp.dtype)  # onehot is (..., C)
+    onehot = (classes == target.unsqueeze(-1)).to(logp.dtype)  # onehot is (..., C)
     coef = onehot * (1.0 - eps) + eps / num_classes if eps else onehot
-    if ignored.any():
-        keep = tessera.from_numpy((~ignored).astype(np.float32)).to(logp.dtype)
-        keep = keep.to(logp.device).unsqueeze(-1)  # keep is (..., 1): 0 for ignored targets
-        coef = coef * keep
-        onehot = onehot * keep
+    keep = (~ignored).to(logp.dtype).unsqueeze(-1)  # keep is (..., 1): 0 for ignored targets
+    coef = coef * keep
+    onehot = onehot * keep
     denom = None
     if weight is not None:
         w = weight.to(logp.dtype)
         coef = coef * w
         if reduction == "mean":
             denom = (onehot * w).sum()
-    elif reduction == "mean" and ignored.any():
-        denom = float(t.size - ignored.sum())
+    elif reduction == "mean":
+        denom = keep.sum()
     return coef, denom
 
 

@@ -330,6 +330,7 @@ class Module:
         """Moves and/or casts parameters and buffers: to(device), to(dtype), to(device, dtype)
         (keywords device=, dtype= too). Only floating-point tensors change dtype."""
         device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+        kwargs.pop("non_blocking", None)
         if kwargs:
             raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
         from .._tensor import dtype as DType
@@ -357,7 +358,7 @@ class Module:
         return self.to("cpu")
 
     def cuda(self, device=None):
-        return self.to("cuda" if device is None else f"cuda:{device}")
+        return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
 
     def float(self):
         from .. import float32
