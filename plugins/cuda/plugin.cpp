@@ -28,6 +28,7 @@ const TsrHostApi* g_host = nullptr;
 int g_device_count = 0;
 int g_sm_count[kMaxDevices] = {};
 std::atomic<bool> g_allow_tf32{false};
+std::atomic<bool> g_inject_launch_failure{false};  // test hook: the next launch check fails
 std::unique_ptr<DeviceAllocator> g_alloc[kMaxDevices];
 std::once_flag g_alloc_once[kMaxDevices];
 TsrDeviceInterface g_device{};
@@ -381,7 +382,12 @@ int32_t set_option(void*, const char* key, int64_t value) {
     g_allow_tf32.store(value != 0);
     return TSR_OK;
   }
-  return set_error(TSR_ERR_INVALID_ARGUMENT, std::string("unknown cuda option '") + key + "' (known: allow_tf32)");
+  if (std::strcmp(key, "inject_launch_failure") == 0) {  // for tests of the error path
+    g_inject_launch_failure.store(value != 0);
+    return TSR_OK;
+  }
+  return set_error(TSR_ERR_INVALID_ARGUMENT, std::string("unknown cuda option '") + key +
+                                                 "' (known: allow_tf32, inject_launch_failure)");
 }
 int32_t get_option(void*, const char* key, int64_t* value) {
   if (std::strcmp(key, "allow_tf32") == 0) {
@@ -541,6 +547,8 @@ int32_t fail_cuda(const TsrKernelArgs* a, const char* what, cudaError_t e) {
 
 int32_t check_launch(const TsrKernelArgs* a, const char* kernel_name) {
   cudaError_t e = cudaGetLastError();
+  if (g_inject_launch_failure.load(std::memory_order_relaxed) && g_inject_launch_failure.exchange(false))
+    e = cudaErrorLaunchFailure;
   if (e == cudaSuccess) [[likely]] return TSR_OK;
   return fail(a, e == cudaErrorMemoryAllocation ? TSR_ERR_OUT_OF_MEMORY : TSR_ERR_RUNTIME,
               "kernel %s failed to launch: %s", kernel_name, cudaGetErrorString(e));

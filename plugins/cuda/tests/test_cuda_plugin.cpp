@@ -266,6 +266,20 @@ TEST_F(Cuda, Tf32OptionRoundTripsAndUnknownOptionsAreRefused) {
   EXPECT_NE(std::string(tsr_last_error()).find("allow_fp8"), std::string::npos);
 }
 
+TEST_F(Cuda, AFailedLaunchIsAnErrorNamingTheKernel) {
+  NEED_CUDA();
+  T a = full({1 << 16}, 1.f), b = full({1 << 16}, 2.f), c;
+  ASSERT_EQ(tsr_device_set_option("cuda", "inject_launch_failure", 1), TSR_OK);  // the next launch check fails
+  EXPECT_EQ(tsr_add(a.get(), b.get(), c.out()), TSR_ERR_RUNTIME);
+  const std::string msg = tsr_last_error();
+  EXPECT_NE(msg.find("[add]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("kernel "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("failed to launch"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("cuda:0"), std::string::npos) << msg;
+  ASSERT_EQ(tsr_add(a.get(), b.get(), c.out()), TSR_OK) << tsr_last_error();  // and the next call works
+  EXPECT_EQ(host(c)[100], 3.f);
+}
+
 TEST_F(Cuda, EveryDtypeRoundTripsThroughTheDevice) {
   NEED_CUDA();
   for (int32_t dt = 0; dt < TSR_NUM_DTYPES; ++dt) {
