@@ -184,17 +184,7 @@ struct ConvPlan {
 };
 
 using ConvKey = std::array<int64_t, 17>;
-struct ConvKeyHash {
-  size_t operator()(const ConvKey& k) const {
-    uint64_t h = 1469598103934665603ull;
-    for (int64_t v : k) {
-      h ^= static_cast<uint64_t>(v);
-      h *= 1099511628211ull;
-      h ^= h >> 29;
-    }
-    return static_cast<size_t>(h);
-  }
-};
+using ConvKeyHash = KeyHash;
 
 // Per device: the handle (its stream is set per call, so every use holds the mutex) and plans.
 struct CudnnDevice {

@@ -171,21 +171,39 @@ inline bool is_contiguous(const TsrTensorDesc& d) {
 // each operand's strides (in elements). ndim 0 means a single element.
 void collapse(const TsrTensorDesc* const* ops, int n, Geometry& g, Strides* strides);
 
-// Element offset of row-major linear index i.
-__device__ __forceinline__ int64_t offset_of(int64_t i, const Geometry& g, const Strides& st) {
+// Element offset of row-major linear index i over n collapsed dims (sizes sz, strides st).
+__device__ __forceinline__ int64_t offset_nd(int64_t i, int n, const int64_t* sz, const int64_t* st) {
+  if (n <= 1) return n == 0 ? 0 : i * st[0];
   int64_t off = 0;
 #ifdef __CUDACC__
 #pragma unroll
 #endif
   for (int d = TSR_MAX_DIMS - 1; d >= 0; --d) {
-    if (d < g.ndim) {
-      const int64_t q = i / g.sizes[d];
-      off += (i - q * g.sizes[d]) * st.s[d];
+    if (d < n) {
+      const int64_t q = i / sz[d];
+      off += (i - q * sz[d]) * st[d];
       i = q;
     }
   }
   return off;
 }
+__device__ __forceinline__ int64_t offset_of(int64_t i, const Geometry& g, const Strides& st) {
+  return offset_nd(i, g.ndim, g.sizes, st.s);
+}
+
+// FNV-1a style hash of a fixed-size key of integers (plan caches keyed by shapes).
+struct KeyHash {
+  template <class Array>
+  size_t operator()(const Array& k) const {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t v : k) {
+      h ^= static_cast<uint64_t>(v);
+      h *= 1099511628211ull;
+      h ^= h >> 29;
+    }
+    return static_cast<size_t>(h);
+  }
+};
 
 // Blocks for n elements at `threads` per block and `per_thread` elements each, capped for a
 // grid-stride loop.

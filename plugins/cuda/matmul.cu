@@ -199,17 +199,7 @@ LtKey key_of(const LtProblem& p) {
           p.batch, p.stride_a, p.stride_b, p.stride_c, p.align_a, p.align_b, p.align_c, 0};
 }
 
-struct LtKeyHash {
-  size_t operator()(const LtKey& k) const {
-    uint64_t h = 1469598103934665603ull;
-    for (int64_t v : k) {
-      h ^= static_cast<uint64_t>(v);
-      h *= 1099511628211ull;
-      h ^= h >> 29;
-    }
-    return static_cast<size_t>(h);
-  }
-};
+using LtKeyHash = KeyHash;
 
 constexpr size_t kMaxPlans = 2048;
 std::mutex g_plan_mutex;

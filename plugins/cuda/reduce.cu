@@ -56,20 +56,6 @@ int collapse_dims(int nd, const int64_t* sizes, int k, const int64_t* const* str
   return n;
 }
 
-// Row-major linear index i -> element offset over n collapsed dims.
-__device__ __forceinline__ int64_t off_nd(int64_t i, int n, const int64_t* sz, const int64_t* st) {
-  if (n <= 1) return n == 0 ? 0 : i * st[0];
-  int64_t off = 0;
-#pragma unroll
-  for (int d = TSR_MAX_DIMS - 1; d >= 0; --d) {
-    if (d < n) {
-      const int64_t q = i / sz[d];
-      off += (i - q * sz[d]) * st[d];
-      i = q;
-    }
-  }
-  return off;
-}
 
 // ---------------------------------------------------------------------------------------
 // Dtype helpers
@@ -372,7 +358,7 @@ __global__ void __launch_bounds__(kRowBlock) reduce_rows_kernel(Op op, const typ
   const int64_t lo = static_cast<int64_t>(blockIdx.y) * chunk;
   const int64_t hi = lo + chunk < g.R ? lo + chunk : g.R;
   for (int64_t m = first; m < g.M; m += step) {  // uniform per group
-    const typename Op::In* base = in + off_nd(m, g.kn, g.ksize, g.kin);
+    const typename Op::In* base = in + offset_nd(m, g.kn, g.ksize, g.kin);
     const auto p = op.param(m);
     S s = op.init();
     if constexpr (kContig) {
@@ -382,12 +368,12 @@ __global__ void __launch_bounds__(kRowBlock) reduce_rows_kernel(Op op, const typ
 #pragma unroll 4
       for (int64_t j = lo + t; j < hi; j += G) op.add(s, base[j * rs], j, p);
     } else {
-      for (int64_t j = lo + t; j < hi; j += G) op.add(s, base[off_nd(j, g.rn, g.rsize, g.rin)], j, p);
+      for (int64_t j = lo + t; j < hi; j += G) op.add(s, base[offset_nd(j, g.rn, g.rsize, g.rin)], j, p);
     }
     if constexpr (kWarp) s = warp_reduce(op, s);
     else s = block_reduce(op, s, smem);
     if (t == 0) {
-      if (gridDim.y == 1) out[off_nd(m, g.kn, g.ksize, g.kout)] = op.finish(s);
+      if (gridDim.y == 1) out[offset_nd(m, g.kn, g.ksize, g.kout)] = op.finish(s);
       else part[static_cast<int64_t>(blockIdx.y) * g.M + m] = s;
     }
   }
@@ -410,14 +396,14 @@ __global__ void __launch_bounds__(kColX * kColY) reduce_cols_kernel(Op op, const
   const int64_t hi = lo + chunk < g.R ? lo + chunk : g.R;
   S s = op.init();
   if (valid) {
-    const typename Op::In* base = in + off_nd(m, g.kn, g.ksize, g.kin);
+    const typename Op::In* base = in + offset_nd(m, g.kn, g.ksize, g.kin);
     const auto p = op.param(m);
     if (g.rn <= 1) {
       const int64_t rs = g.rn == 1 ? g.rin[0] : 0;
 #pragma unroll 4
       for (int64_t j = lo; j < hi; ++j) op.add(s, base[j * rs], j, p);
     } else {
-      for (int64_t j = lo; j < hi; ++j) op.add(s, base[off_nd(j, g.rn, g.rsize, g.rin)], j, p);
+      for (int64_t j = lo; j < hi; ++j) op.add(s, base[offset_nd(j, g.rn, g.rsize, g.rin)], j, p);
     }
   }
   smem[ty * kColX + tx] = s;
@@ -425,7 +411,7 @@ __global__ void __launch_bounds__(kColX * kColY) reduce_cols_kernel(Op op, const
   if (ty == 0 && valid) {
 #pragma unroll
     for (int k = 1; k < kColY; ++k) op.merge(s, smem[k * kColX + tx]);
-    if (gridDim.y == 1) out[off_nd(m, g.kn, g.ksize, g.kout)] = op.finish(s);
+    if (gridDim.y == 1) out[offset_nd(m, g.kn, g.ksize, g.kout)] = op.finish(s);
     else part[static_cast<int64_t>(blockIdx.y) * g.M + m] = s;
   }
 }
@@ -442,7 +428,7 @@ __global__ void __launch_bounds__(kFinBlock) reduce_finalize_kernel(Op op, const
     S s = op.init();
     for (int64_t k = lane; k < nparts; k += 32) op.merge(s, part[k * g.M + m]);
     s = warp_reduce(op, s);
-    if (lane == 0) out[off_nd(m, g.kn, g.ksize, g.kout)] = op.finish(s);
+    if (lane == 0) out[offset_nd(m, g.kn, g.ksize, g.kout)] = op.finish(s);
   }
 }
 

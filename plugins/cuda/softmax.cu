@@ -77,20 +77,6 @@ struct alignas(16) Vec16 {
   T v[16 / sizeof(T)];
 };
 
-// Row-major linear index i -> element offset over n collapsed dims.
-__device__ __forceinline__ int64_t off_nd(int64_t i, int n, const int64_t* sz, const int64_t* st) {
-  if (n <= 1) return n == 0 ? 0 : i * st[0];
-  int64_t off = 0;
-#pragma unroll
-  for (int d = TSR_MAX_DIMS - 1; d >= 0; --d) {
-    if (d < n) {
-      const int64_t q = i / sz[d];
-      off += (i - q * sz[d]) * st[d];
-      i = q;
-    }
-  }
-  return off;
-}
 
 // The rows: every dim but the softmax dim, collapsed over (out, in).
 struct RowGeom {
@@ -183,8 +169,8 @@ __global__ void __launch_bounds__(kRowBlock) softmax_rows_kernel(const T* in, T*
   const int64_t step = static_cast<int64_t>(gridDim.x) * per_block;
   const int64_t n = g.n, is = g.in_step, os = g.out_step;
   for (int64_t r = blockIdx.x * per_block + (kWarp ? threadIdx.x / 32 : 0); r < g.rows; r += step) {
-    const T* x = in + off_nd(r, g.nd, g.size, g.in_st);
-    T* y = out + off_nd(r, g.nd, g.size, g.out_st);
+    const T* x = in + offset_nd(r, g.nd, g.size, g.in_st);
+    T* y = out + offset_nd(r, g.nd, g.size, g.out_st);
     A mx = neg_inf<A>();
     for (int64_t j = t; j < n; j += G) mx = nan_max(mx, cast<A>(x[j * is]));
     mx = group_all<kWarp, true>(mx, smem);
@@ -211,8 +197,8 @@ __global__ void __launch_bounds__(kColBlock) softmax_cols_kernel(const T* in, T*
   const int64_t n = g.n, is = g.in_step, os = g.out_step;
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < g.rows;
        r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const T* x = in + off_nd(r, g.nd, g.size, g.in_st);
-    T* y = out + off_nd(r, g.nd, g.size, g.out_st);
+    const T* x = in + offset_nd(r, g.nd, g.size, g.in_st);
+    T* y = out + offset_nd(r, g.nd, g.size, g.out_st);
     A mx = neg_inf<A>();
 #pragma unroll 4
     for (int64_t j = 0; j < n; ++j) mx = nan_max(mx, cast<A>(x[j * is]));

@@ -152,6 +152,7 @@ def test_resume_refuses_another_run_and_corrupt_files(tmp_path):
     ({"schedule": {"name": "step"}}, "schedule.step_size is missing"),
     ({"optimzer": {}}, "the config has unknown field(s) optimzer"),
     ({"data": {"name": "fashion-mnist", "limit_train": -5}}, "data.limit_train must be a positive integer or null"),
+    ({"device": "tpu"}, 'device must be "cpu", "cuda" or "cuda:N"'),
 ])
 def test_bad_config_names_the_field(tmp_path, change, message):
     cfg = tiny_config(tmp_path, **change)
