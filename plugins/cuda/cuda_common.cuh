@@ -34,10 +34,15 @@ int32_t fail_cuda(const TsrKernelArgs* a, const char* what, cudaError_t e);
 // After a <<<>>> launch: cudaGetLastError(), reported as "kernel <name> failed to launch".
 int32_t check_launch(const TsrKernelArgs* a, const char* kernel_name);
 
-#define TCU_TRY(args, expr)                                                  \
-  do {                                                                       \
-    cudaError_t tcu_e_ = (expr);                                             \
-    if (tcu_e_ != cudaSuccess) return ::tcu::fail_cuda((args), #expr, tcu_e_); \
+// "<call> at <file>:<line>", for messages of failed library calls.
+#define TCU_STR2(x) #x
+#define TCU_STR(x) TCU_STR2(x)
+#define TCU_WHERE(call) call " at " __FILE__ ":" TCU_STR(__LINE__)
+
+#define TCU_TRY(args, expr)                                                             \
+  do {                                                                                  \
+    cudaError_t tcu_e_ = (expr);                                                        \
+    if (tcu_e_ != cudaSuccess) return ::tcu::fail_cuda((args), TCU_WHERE(#expr), tcu_e_); \
   } while (0)
 
 // The stream a kernel runs on (the calling thread's current stream; NULL = legacy default).

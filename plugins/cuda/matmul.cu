@@ -162,7 +162,7 @@ int32_t lt_handle(const TsrKernelArgs* args, int dev, cublasLtHandle_t& out) {
   cublasLtHandle_t h = nullptr;
   const cublasStatus_t st = cublasLtCreate(&h);
   if (prev != dev) cudaSetDevice(prev);
-  if (st != CUBLAS_STATUS_SUCCESS) return lt_fail(args, "cublasLtCreate", st);
+  if (st != CUBLAS_STATUS_SUCCESS) return lt_fail(args, TCU_WHERE("cublasLtCreate"), st);
   g_handles[dev].store(h, std::memory_order_release);
   out = h;
   return TSR_OK;
@@ -224,7 +224,7 @@ int32_t build_plan(const TsrKernelArgs* args, cublasLtHandle_t h, const LtProble
 #define TCU_LT(expr)                                          \
   do {                                                        \
     st = (expr);                                              \
-    if (st != CUBLAS_STATUS_SUCCESS) return lt_fail(args, #expr, st); \
+    if (st != CUBLAS_STATUS_SUCCESS) return lt_fail(args, TCU_WHERE(#expr), st); \
   } while (0)
   TCU_LT(cublasLtMatmulDescCreate(&plan.op, ct, scale));
   const int32_t ta = p.transa ? CUBLAS_OP_T : CUBLAS_OP_N, tb = p.transb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -259,7 +259,7 @@ int32_t build_plan(const TsrKernelArgs* args, cublasLtHandle_t h, const LtProble
     st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof(ac));
   if (st != CUBLAS_STATUS_SUCCESS) {
     cublasLtMatmulPreferenceDestroy(pref);
-    return lt_fail(args, "cublasLtMatmulPreferenceSetAttribute", st);
+    return lt_fail(args, TCU_WHERE("cublasLtMatmulPreferenceSetAttribute"), st);
   }
   cublasLtMatmulHeuristicResult_t res{};
   int returned = 0;
@@ -271,7 +271,7 @@ int32_t build_plan(const TsrKernelArgs* args, cublasLtHandle_t h, const LtProble
     plan.workspace = res.workspaceSize;
     plan.found = true;
   } else if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED && st != CUBLAS_STATUS_INVALID_VALUE) {
-    return lt_fail(args, "cublasLtMatmulAlgoGetHeuristic", st);
+    return lt_fail(args, TCU_WHERE("cublasLtMatmulAlgoGetHeuristic"), st);
   }
 #undef TCU_LT
   return TSR_OK;
@@ -456,7 +456,7 @@ int32_t lt_matmul(const TsrKernelArgs* args, const TsrTensorDesc& A0, const TsrT
       char* pc_ = c_base + (oc + b0 * so) * int64_t(isz);
       const cublasStatus_t st = cublasLtMatmul(h, pl.op, alpha, pb_, pl.la, pa_, pl.lb, beta, pc_, pl.lc, pc_, pl.lc,
                                                &pl.algo, ws_ptr, pl.workspace, s);
-      if (st != CUBLAS_STATUS_SUCCESS) return lt_fail(args, "cublasLtMatmul", st);
+      if (st != CUBLAS_STATUS_SUCCESS) return lt_fail(args, TCU_WHERE("cublasLtMatmul"), st);
     }
   }
   done = true;

@@ -50,6 +50,7 @@ inline void use_device(int device) {
 
 int32_t set_error(int32_t status, const std::string& msg) { return g_host->set_error(status, msg.c_str()); }
 int32_t cuda_error(const char* what, cudaError_t e, int device) {
+  cudaGetLastError();  // a failed call also sets the last error: clear it, or the next launch check reports it
   const int32_t status = e == cudaErrorMemoryAllocation ? TSR_ERR_OUT_OF_MEMORY : TSR_ERR_RUNTIME;
   return set_error(status, std::string(what) + " failed: " + cudaGetErrorString(e) + " (cuda:" +
                                std::to_string(device) + ")");
@@ -57,7 +58,7 @@ int32_t cuda_error(const char* what, cudaError_t e, int device) {
 #define TRY_DEV(what, expr, device)                                  \
   do {                                                               \
     cudaError_t e_ = (expr);                                         \
-    if (e_ != cudaSuccess) return cuda_error(what, e_, (device));    \
+    if (e_ != cudaSuccess) return cuda_error(TCU_WHERE(what), e_, (device)); \
   } while (0)
 
 bool capturing(cudaStream_t s) {
@@ -541,6 +542,7 @@ int32_t fail(const TsrKernelArgs* a, int32_t status, const char* fmt, ...) {
 }
 
 int32_t fail_cuda(const TsrKernelArgs* a, const char* what, cudaError_t e) {
+  cudaGetLastError();  // as cuda_error: the next launch check must not see this call's error
   const int32_t status = e == cudaErrorMemoryAllocation ? TSR_ERR_OUT_OF_MEMORY : TSR_ERR_RUNTIME;
   return fail(a, status, "%s failed: %s", what, cudaGetErrorString(e));
 }

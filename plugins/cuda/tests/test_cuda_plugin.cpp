@@ -280,6 +280,25 @@ TEST_F(Cuda, AFailedLaunchIsAnErrorNamingTheKernel) {
   EXPECT_EQ(host(c)[100], 3.f);
 }
 
+TEST_F(Cuda, AFailedCudaCallNamesTheCallAndWhere) {
+  NEED_CUDA();
+  TsrEvent a = nullptr, b = nullptr;  // without timing: elapsed time is an error of the CUDA runtime
+  ASSERT_EQ(tsr_event_create(kCuda, 0, &a), TSR_OK);
+  ASSERT_EQ(tsr_event_create(kCuda, 0, &b), TSR_OK);
+  ASSERT_EQ(tsr_event_record(kCuda, a, nullptr), TSR_OK);
+  ASSERT_EQ(tsr_event_record(kCuda, b, nullptr), TSR_OK);
+  ASSERT_EQ(tsr_event_synchronize(kCuda, b), TSR_OK);
+  float ms = 0;
+  EXPECT_EQ(tsr_event_elapsed_time(kCuda, a, b, &ms), TSR_ERR_RUNTIME);
+  const std::string msg = tsr_last_error();
+  EXPECT_NE(msg.find("[tsr_event_elapsed_time] cuda:0: cudaEventElapsedTime at "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("plugin.cpp:"), std::string::npos) << msg;
+  tsr_event_destroy(kCuda, a);
+  tsr_event_destroy(kCuda, b);
+  T x = full({8}, 1.f), y;  // the failure does not leak into the next launch check
+  ASSERT_EQ(tsr_add(x.get(), x.get(), y.out()), TSR_OK) << tsr_last_error();
+}
+
 TEST_F(Cuda, EveryDtypeRoundTripsThroughTheDevice) {
   NEED_CUDA();
   for (int32_t dt = 0; dt < TSR_NUM_DTYPES; ++dt) {
