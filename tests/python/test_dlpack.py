@@ -70,7 +70,7 @@ def test_numpy_from_dlpack_of_tessera(dt):
     if not np_supports_dlpack_dtype(dt):
         pytest.skip(f"numpy {np.__version__} does not exchange {np.dtype(dt)} through DLPack")
     t = tessera.zeros(2, 3, dtype=tessera.to_dtype(dt) if hasattr(tessera, "to_dtype") else
-                      tessera._tensor.to_dtype(dt))
+                      tessera._types.to_dtype(dt))
     a = np.from_dlpack(t)  # numpy marks DLPack imports read-only: write on the tessera side
     assert a.dtype == np.dtype(dt) and a.shape == (2, 3)
     t[1, 2] = 1

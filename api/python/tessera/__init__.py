@@ -1,8 +1,9 @@
 """Tessera: a deep-learning runtime with a torch-like Python API over its C ABI (tessera.h, through ctypes)."""
 from . import _C
-from ._tensor import (Size, Tensor, bfloat16, device, dtype, float16, float32, float64, int8, int16, int32,
-                      int64, uint8, GradFn)
-from ._tensor import bool_ as _bool_dtype
+from ._tensor import Tensor, GradFn
+from ._types import (Size, bfloat16, device, dtype, float16, float32, float64, int8, int16, int32, int64,
+                     uint8)
+from ._types import bool_ as _bool_dtype
 from ._factories import (arange, allclose, as_tensor, cat, concat, concatenate, empty, empty_like, equal, eye,
                          from_numpy, full, full_like, is_tensor, linspace, manual_seed, numel, ones, ones_like,
                          rand, rand_like, randint, randint_like, randn, randn_like, randperm, seed, stack, tensor,

@@ -7,7 +7,8 @@ from ctypes import (CFUNCTYPE, POINTER, PYFUNCTYPE, Structure, byref, c_char_p, 
 import numpy as np
 
 from . import _C
-from ._tensor import _DTYPES, _raise, _wrap_h
+from ._tensor import _raise, _wrap_h
+from ._types import _DTYPES
 
 kDLCPU, kDLCUDA, kDLCUDAHost = 1, 2, 3
 kDLInt, kDLUInt, kDLFloat, kDLBfloat, kDLBool = 0, 1, 2, 4, 6

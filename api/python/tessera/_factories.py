@@ -5,8 +5,8 @@ import numpy as np
 
 from . import _C, _tensor
 from ._C import lib, scalar_or_none
-from ._tensor import (OP_KINDS, Tensor, _wrap_h, _call, _call_scalar, _dims_arg, _dtype_id, _fast, _raise, bfloat16,
-                      bool_, float32, float64, int32, int64, to_dtype, uint8)
+from ._tensor import OP_KINDS, Tensor, _wrap_h, _call, _call_scalar, _dims_arg, _fast, _raise
+from ._types import _dtype_id, bfloat16, bool_, float32, float64, int32, int64, to_dtype, uint8
 
 _CPU = _C.Device(0, 0)
 

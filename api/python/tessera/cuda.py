@@ -96,7 +96,7 @@ class Stream:
 
     @property
     def device(self):
-        from ._tensor import _device_of
+        from ._types import _device_of
         return _device_of(self._dev.type, self._dev.index)
 
     @property

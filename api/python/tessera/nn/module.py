@@ -333,7 +333,7 @@ class Module:
         kwargs.pop("non_blocking", None)
         if kwargs:
             raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
-        from .._tensor import dtype as DType
+        from .._types import dtype as DType
         for a in args:
             if isinstance(a, DType):
                 dtype = a
