@@ -588,6 +588,11 @@ int32_t tsr_call(int32_t op, const TsrTensor* inputs, int32_t num_inputs, const 
 #define TSR_DEF_CONV(name) /* through tsr_call */
 #define TSR_DEF_POOL(name)
 #define TSR_DEF_OPTIM(name)
+#define TSR_DEF_NN(name)
+#define TSR_DEF_INDEX(name)
+#define TSR_DEF_SAMPLE(name)
+#define TSR_DEF_FOREACH(name)
+#define TSR_DEF_COMPOSITE(name)
 #define TSR_OP(name, kind, types, diff) TSR_DEF_##kind(name)
 #include "tessera/ops.def"
 #undef TSR_OP

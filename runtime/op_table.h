@@ -5,7 +5,8 @@
 
 namespace tessera {
 
-enum class OpKind : uint8_t { UNARY, BINARY, COMPARE, WHERE, CLAMP, COPY, FILL, ARANGE, REDUCE, SOFTMAX, MATMUL, RANDOM, VIEW, CONV, POOL, OPTIM };
+enum class OpKind : uint8_t { UNARY, BINARY, COMPARE, WHERE, CLAMP, COPY, FILL, ARANGE, REDUCE, SOFTMAX, MATMUL, RANDOM, VIEW, CONV, POOL, OPTIM,
+                              NN, INDEX, SAMPLE, FOREACH, COMPOSITE };
 enum class OpTypes : uint8_t { ANY, NUM, FLOAT, NONE };
 
 enum OpId : int32_t {

@@ -133,6 +133,11 @@ struct KernelEntry {
 #define TSR_CPU_KIND_CONV TSR_CPU_KERNEL
 #define TSR_CPU_KIND_POOL TSR_CPU_KERNEL
 #define TSR_CPU_KIND_OPTIM TSR_CPU_KERNEL
+#define TSR_CPU_KIND_NN TSR_CPU_KERNEL
+#define TSR_CPU_KIND_INDEX TSR_CPU_KERNEL
+#define TSR_CPU_KIND_SAMPLE TSR_CPU_KERNEL
+#define TSR_CPU_KIND_FOREACH TSR_CPU_KERNEL
+#define TSR_CPU_KIND_COMPOSITE(name, types)
 #define TSR_OP(name, kind, types, diff) TSR_CPU_KIND_##kind(name, types)
 const KernelEntry kKernels[] = {
 #include "tessera/ops.def"

@@ -439,6 +439,11 @@ struct KernelEntry {
 #define TCU_KIND_CONV TCU_KERNEL
 #define TCU_KIND_POOL TCU_KERNEL
 #define TCU_KIND_OPTIM TCU_KERNEL
+#define TCU_KIND_NN TCU_KERNEL
+#define TCU_KIND_INDEX TCU_KERNEL
+#define TCU_KIND_SAMPLE TCU_KERNEL
+#define TCU_KIND_FOREACH TCU_KERNEL
+#define TCU_KIND_COMPOSITE(name, types)
 #define TSR_OP(name, kind, types, diff) TCU_KIND_##kind(name, types)
 const KernelEntry kKernels[] = {
 #include "tessera/ops.def"

@@ -12,7 +12,7 @@
 
 namespace conf {
 
-enum class Kind { UNARY, BINARY, COMPARE, WHERE, CLAMP, COPY, FILL, ARANGE, REDUCE, SOFTMAX, MATMUL, RANDOM, VIEW, CONV, POOL, OPTIM };
+enum class Kind { UNARY, BINARY, COMPARE, WHERE, CLAMP, COPY, FILL, ARANGE, REDUCE, SOFTMAX, MATMUL, RANDOM, VIEW, CONV, POOL, OPTIM, NN, INDEX, SAMPLE, FOREACH, COMPOSITE };
 enum class Types { ANY, NUM, FLOAT, NONE };
 
 // The typed entry points tessera.h generates for an op, by kind (VIEW ops are called by name).

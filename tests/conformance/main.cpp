@@ -36,6 +36,11 @@ namespace {
 #define CONF_FNS_CONV(n) {}
 #define CONF_FNS_POOL(n) {}
 #define CONF_FNS_OPTIM(n) {}
+#define CONF_FNS_NN(n) {}
+#define CONF_FNS_INDEX(n) {}
+#define CONF_FNS_SAMPLE(n) {}
+#define CONF_FNS_FOREACH(n) {}
+#define CONF_FNS_COMPOSITE(n) {}
 
 enum : int32_t {
 #define TSR_OP(name, kind, types, diff) kId_##name,

@@ -117,7 +117,7 @@ typedef struct TsrAttrs {
   int64_t groups;      /* conv2d groups; 0 = 1                                           */
   int32_t ceil_mode;   /* max_pool2d                                                     */
   int32_t reserved2;
-  double hp[8];        /* OPTIM kind: the update's hyperparameters (see ops.def)          */
+  double hp[8];        /* OPTIM, NN, INDEX, SAMPLE, FOREACH: numeric parameters (ops.def) */
 } TsrAttrs;
 
 /* Memory statistics of one device's allocator (ABI 1.2): tsr_memory_stats / the plugin's

@@ -21,8 +21,10 @@ extern "C" {
 #endif
 
 #define TSR_PLUGIN_ABI_MAJOR 1
-#define TSR_PLUGIN_ABI_MINOR 2 /* 1.1: CONV, POOL, OPTIM kinds; TsrAttrs 528 bytes.
-                                  1.2: streams, events, allocator control, graphs */
+#define TSR_PLUGIN_ABI_MINOR 3 /* 1.1: CONV, POOL, OPTIM kinds; TsrAttrs 528 bytes.
+                                  1.2: streams, events, allocator control, graphs
+                                  1.3: NN, INDEX, SAMPLE, FOREACH kinds (several outputs,
+                                       any number of inputs) */
 #define TSR_PLUGIN_ENTRY_SYMBOL "tsr_plugin_entry"
 
 #if defined(_WIN32)
@@ -113,6 +115,15 @@ typedef struct TsrTensorDesc {
  *    of hp[5], which is then neither checked nor meaningful. It is read only. A device kernel
  *    reads it on the device (no host read, no sync), so the update can be captured in a graph
  *    and replayed with the step advanced in place between replays.
+ *  NN, INDEX, SAMPLE, FOREACH (1.3): the signatures, shapes and rules are in ops.def. The
+ *    runtime allocates every output (contiguous, fresh, never aliasing an input) but
+ *    clip_grad_scale's (given, contiguous, written in place); num_outputs may exceed 1
+ *    (layer_norm: y, mean, rstd) and num_inputs 3 (attention's backward takes 6; FOREACH any
+ *    number). Operands arrive contiguous but attention's q/k/v (stride 1 on the last dim)
+ *    and with the ranks ops.def gives (layer_norm [R,C], attention 4-D, cross_entropy
+ *    [N,C]); dims are non-negative; index tensors are int64. SAMPLE ops and attention with
+ *    dropout read attrs->seed/offset like RANDOM; the runtime advances the generator past
+ *    ceil(elements / 4) counters (attention: B*H*T*S elements; multinomial R*num_samples).
  * Outputs come first. `stream` is the device's current stream (NULL = default). */
 typedef struct TsrKernelArgs {
   uint32_t struct_size;

@@ -16,8 +16,10 @@ extern "C" {
 #endif
 
 #define TSR_ABI_MAJOR 1
-#define TSR_ABI_MINOR 2 /* 1.1: autograd, CONV/POOL/OPTIM ops, TsrAttrs grew to 528 bytes.
-                           1.2: streams, events, memory statistics, graphs, device options */
+#define TSR_ABI_MINOR 3 /* 1.1: autograd, CONV/POOL/OPTIM ops, TsrAttrs grew to 528 bytes.
+                           1.2: streams, events, memory statistics, graphs, device options
+                           1.3: transformer ops (NN/INDEX/SAMPLE/FOREACH/COMPOSITE kinds),
+                                ops with several outputs, deterministic mode */
 
 #if defined(TSR_BUILDING_RUNTIME)
 #define TSR_API __attribute__((visibility("default")))
@@ -175,10 +177,16 @@ TSR_API int32_t tsr_call(int32_t op, const TsrTensor* inputs, int32_t num_inputs
 #define TSR_DECL_RANDOM(name) \
   TSR_API int32_t tsr_##name##_(TsrTensor t, TsrScalar p0, TsrScalar p1);
 #define TSR_DECL_VIEW(name) /* declared above by hand */
-/* CONV, POOL and OPTIM ops take their arguments in attrs: call them through tsr_call. */
+/* CONV, POOL, OPTIM, NN, INDEX, SAMPLE, FOREACH and COMPOSITE ops take their arguments in
+ * attrs: call them through tsr_call (several outputs and inputs as ops.def lists). */
 #define TSR_DECL_CONV(name)
 #define TSR_DECL_POOL(name)
 #define TSR_DECL_OPTIM(name)
+#define TSR_DECL_NN(name)
+#define TSR_DECL_INDEX(name)
+#define TSR_DECL_SAMPLE(name)
+#define TSR_DECL_FOREACH(name)
+#define TSR_DECL_COMPOSITE(name)
 #define TSR_OP(name, kind, types, diff) TSR_DECL_##kind(name)
 #include "tessera/ops.def"
 #undef TSR_OP
