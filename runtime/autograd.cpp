@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dispatch.h"
 #include "error.h"
 #include "ops.h"
 
@@ -93,7 +94,13 @@ Node* make_node(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& 
 
 // Keeps the tensors op's rule reads: inputs x[i] themselves, the output as a detached alias
 // (a new impl over its storage, without autograd metadata: no cycle through the node).
-void save(Node& n, uint32_t mask, TensorImpl* const* x, TensorImpl& out) {
+void save(Node& n, uint32_t mask, TensorImpl* const* x, TensorImpl& out, TensorImpl* const* aux = nullptr,
+          int32_t num_aux = 0) {
+  for (int32_t j = 0; j < num_aux && j < 2; ++j)
+    if (mask >> (kSavedAux + j) & 1) {
+      aux[j]->retain();
+      n.saved_[kSavedAux + j] = {aux[j], aux[j]->version()};
+    }
   for (int32_t i = 0; i < n.num_inputs_; ++i)
     if (mask >> i & 1) {
       x[i]->retain();
@@ -127,9 +134,10 @@ void attach(TensorImpl& t, Node* node) {
   }
 }
 
-void run_no_grad(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs) {
+void run_no_grad(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs,
+                 int32_t nout = 1) {
   NoGradGuard no_grad;
-  call_untracked(op, in, nin, attrs, outs);
+  call_untracked(op, in, nin, attrs, outs, nout);
 }
 
 // out= and in-place calls (a given output) while grad mode is on.
@@ -248,23 +256,39 @@ bool set_grad_enabled(bool enabled) {
   return std::exchange(t_grad_enabled, enabled);
 }
 
-void record_call(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs) {
-  if (!t_grad_enabled) return call_untracked(op, in, nin, attrs, outs);
+void record_call(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs,
+                 int32_t nout) {
+  if (!t_grad_enabled) return call_untracked(op, in, nin, attrs, outs, nout);
   uint32_t needs = 0;
   for (int32_t i = 0; i < nin; ++i) needs |= static_cast<uint32_t>(meta_requires_grad(meta(*in[i]))) << i;
   if (outs[0]) return record_in_place(op, in, nin, attrs, outs[0], needs);
-  if (!needs || !kOpInfo[op].differentiable) return call_untracked(op, in, nin, attrs, outs);
-  run_no_grad(op, in, nin, attrs, outs);
-  record_op(op, in, nin, attrs, *outs[0]);
+  if (!needs || !kOpInfo[op].differentiable) return call_untracked(op, in, nin, attrs, outs, nout);
+  const OpKind kind = kOpInfo[op].kind;
+  if (kind != OpKind::SAMPLE && kind != OpKind::NN) [[likely]] {
+    run_no_grad(op, in, nin, attrs, outs, nout);
+    return record_op(op, in, nin, attrs, *outs[0], outs + 1, nout - 1);
+  }
+  // dropout and attention draw their mask from the generator: the node keeps the seed and
+  // offset they drew, and its rule replays the same mask (hp[1] / hp[3] = 1).
+  take_drawn_rng();
+  run_no_grad(op, in, nin, attrs, outs, nout);
+  TsrAttrs a = attrs;
+  if (DrawnRng rng = take_drawn_rng(); rng.set) {
+    a.seed = rng.seed;
+    a.offset = rng.offset;
+    a.hp[op == kOp_dropout ? 1 : 3] = 1;
+  }
+  record_op(op, in, nin, a, *outs[0], outs + 1, nout - 1);
 }
 
-void record_op(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl& out) {
+void record_op(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl& out,
+               TensorImpl* const* aux, int32_t num_aux) {
   if (!t_grad_enabled || !is_floating(out.dtype_)) return;
   uint32_t needs = 0;
   for (int32_t i = 0; i < nin; ++i) needs |= static_cast<uint32_t>(meta_requires_grad(meta(*in[i]))) << i;
   if (!needs) return;
   Node* node = make_node(op, in, nin, attrs, needs);
-  save(*node, saved_mask(op, attrs, needs), in, out);
+  save(*node, saved_mask(op, attrs, needs), in, out, aux, num_aux);
   attach(out, node);
 }
 
@@ -323,10 +347,12 @@ void check_saved(const Node& n) {
          std::string("[") + n.name() +
              "] trying to backward through the graph a second time, but its saved state has been "
              "freed by the first backward; pass retain_graph=1 to the first backward");
-  for (int i = 0; i <= kSavedOutput; ++i) {
+  for (int i = 0; i < kNumSaved; ++i) {
     const SavedTensor& s = n.saved_[i];
     if (!(n.saved_mask_ >> i & 1) || s.t_->version() == s.version_) continue;
-    std::string which = i == kSavedOutput ? "output" : "input " + std::to_string(i);
+    std::string which = i == kSavedOutput ? "output"
+                        : i >= kSavedAux  ? "output " + std::to_string(i - kSavedAux + 1)
+                                          : "input " + std::to_string(i);
     fail(TSR_ERR_RUNTIME, std::string("[") + n.name() + "] a tensor saved for backward (" + which + ", " +
                               describe(*s.t_) + ") was modified in place (version " +
                               std::to_string(s.t_->version()) + ", saved at " + std::to_string(s.version_) +

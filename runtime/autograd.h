@@ -54,9 +54,14 @@ struct SavedTensor {
   uint64_t version_ = 0;
 };
 
-// Saved-tensor slots: inputs 0..2, then the output.
+// Saved-tensor slots: inputs 0..2, then the output, then the op's auxiliary outputs 1 and 2
+// (layer_norm's mean and rstd, attention's and cross_entropy's log-sum-exp, topk's indices).
 inline constexpr int kSavedOutput = 3;
+inline constexpr int kSavedAux = 4;
+inline constexpr int kNumSaved = 6;
 inline constexpr uint32_t kSaveOut = 1u << kSavedOutput;
+inline constexpr uint32_t kSaveAux1 = 1u << kSavedAux;
+inline constexpr uint32_t kSaveAux2 = 1u << (kSavedAux + 1);
 
 // One recorded op. One allocation per recorded op; the rule is found by op id.
 struct Node {
@@ -67,7 +72,7 @@ struct Node {
   bool freed_ = false;       // saved tensors released by a backward without retain_graph
   Edge next_[3];             // per tensor input
   InputMeta in_[3];
-  SavedTensor saved_[4];
+  SavedTensor saved_[kNumSaved];
   int64_t in_strides_[TSR_MAX_DIMS];  // as_strided only: input 0's strides and storage offset
   int64_t in_offset_ = 0;
   AutogradMeta* retained_ = nullptr;  // retain_grad(): the output's metadata (a reference)
@@ -81,7 +86,7 @@ struct Node {
   void release_saved();
 
   bool needs(int i) const { return static_cast<bool>(next_[i]); }
-  // Saved slot i (input i, or kSavedOutput). Checked for version and release by the engine.
+  // Saved slot i (input i, kSavedOutput, kSavedAux + j). Checked for version and release by the engine.
   TensorImpl& saved(int i) const { return *saved_[i].t_; }
   const char* name() const;
 };
@@ -122,13 +127,15 @@ class NoGradGuard {
 
 // tessera::call when an input or the given output carries autograd metadata: runs the op
 // and records a node when grad mode is on and an input requires grad.
+// outputs has the op's natural_outputs slots: outputs[0] gets the node, the others (aux
+// outputs: statistics, indices) are kept by the node where its rule reads them.
 void record_call(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAttrs& attrs,
-                 TensorImpl** outputs);
+                 TensorImpl** outputs, int32_t num_outputs = 1);
 
 // Records a node for op's already computed output `out` (views made outside call()) when
 // grad mode is on and an input requires grad.
 void record_op(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAttrs& attrs,
-               TensorImpl& out);
+               TensorImpl& out, TensorImpl* const* aux = nullptr, int32_t num_aux = 0);
 
 // Called by TsrTensorImpl::release when the tensor dies.
 void release_meta(TensorImpl& t);

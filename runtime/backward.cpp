@@ -316,6 +316,17 @@ uint32_t saved_mask(int32_t op, const TsrAttrs& at, uint32_t needs) {
     case kOp_maximum:
     case kOp_minimum:
       return bit(a) | bit(b);
+    case kOp_layer_norm:  // x, the weight, mean and rstd
+      return X | bit(1) | kSaveAux1 | kSaveAux2;
+    case kOp_scaled_dot_product_attention:  // q, k, v, out, lse
+      return X | bit(1) | bit(2) | OUT | kSaveAux1;
+    case kOp_cross_entropy:  // logits, target, lse
+      return X | bit(1) | kSaveAux1;
+    case kOp_index_select:
+    case kOp_gather:
+      return bit(1);  // the index
+    case kOp_topk:
+      return kSaveAux1;  // the indices
     default:
       return 0;
   }
@@ -683,6 +694,100 @@ void conv2d_backward(Node& n, const Tensor& g, Tensor* gi) {
 void max_pool2d_backward(Node& n, const Tensor& g, Tensor* gi) {
   TensorImpl* in[2] = {g.get(), &n.saved(0)};
   gi[0] = call1(kOp_max_pool2d_backward, in, 2, n.attrs_);
+}
+
+// ---- transformer ops ----------------------------------------------------------------------------
+
+namespace {
+
+// Calls op with several outputs (all made by the runtime) and returns them.
+void call_n(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& at, Tensor* outs, int32_t nout) {
+  TensorImpl* o[3] = {};
+  call(op, in, nin, at, o, nout);
+  for (int32_t i = 0; i < nout; ++i) outs[i] = Tensor(o[i]);
+}
+
+}  // namespace
+
+void layer_norm_backward(Node& n, const Tensor& g, Tensor* gi) {
+  const bool affine = n.num_inputs_ > 1;
+  TensorImpl* in[5] = {g.get(), &n.saved(0), &n.saved(kSavedAux), &n.saved(kSavedAux + 1),
+                       affine ? &n.saved(1) : nullptr};
+  Tensor r[3];
+  call_n(kOp_layer_norm_backward, in, affine ? 5 : 4, n.attrs_, r, affine ? 3 : 1);
+  gi[0] = r[0];
+  if (affine) gi[1] = r[1];
+  if (n.num_inputs_ > 2) gi[2] = r[2];
+}
+
+void scaled_dot_product_attention_backward(Node& n, const Tensor& g, Tensor* gi) {
+  TensorImpl* in[6] = {g.get(), &n.saved(0), &n.saved(1), &n.saved(2), &n.saved(kSavedOutput), &n.saved(kSavedAux)};
+  call_n(kOp_scaled_dot_product_attention_backward, in, 6, n.attrs_, gi, 3);
+}
+
+void cross_entropy_backward(Node& n, const Tensor& g, Tensor* gi) {
+  TensorImpl* in[4] = {g.get(), &n.saved(0), &n.saved(1), &n.saved(kSavedAux)};
+  gi[0] = call1(kOp_cross_entropy_backward, in, 4, n.attrs_);
+}
+
+namespace {
+
+// The scatter-add backward (index_select_backward, gather_backward) into input 0's shape.
+Tensor scatter_back(int32_t op, Node& n, const Tensor& g, TensorImpl& index, const TsrAttrs& base) {
+  TsrAttrs at = base;
+  at.nshape = n.in_[0].ndim_;
+  std::copy_n(n.in_[0].sizes_, at.nshape, at.shape);
+  at.hp[0] = 0;  // the runtime turns it on in deterministic mode
+  TensorImpl* in[2] = {g.get(), &index};
+  return call1(op, in, 2, at);
+}
+
+}  // namespace
+
+void index_select_backward(Node& n, const Tensor& g, Tensor* gi) {
+  gi[0] = scatter_back(kOp_index_select_backward, n, g, n.saved(1), n.attrs_);
+}
+
+void gather_backward(Node& n, const Tensor& g, Tensor* gi) {
+  gi[0] = scatter_back(kOp_gather_backward, n, g, n.saved(1), n.attrs_);
+}
+
+void triu_backward(Node& n, const Tensor& g, Tensor* gi) {
+  gi[0] = op1(kOp_triu, *g, n.attrs_);
+}
+
+void tril_backward(Node& n, const Tensor& g, Tensor* gi) {
+  gi[0] = op1(kOp_tril, *g, n.attrs_);
+}
+
+void topk_backward(Node& n, const Tensor& g, Tensor* gi) {
+  TsrAttrs at = default_attrs();
+  at.dim = n.attrs_.dim;
+  if (n.in_[0].ndim_ == 0) {  // a scalar's top-1 is itself
+    gi[0] = g;
+    return;
+  }
+  gi[0] = scatter_back(kOp_gather_backward, n, g, n.saved(kSavedAux), at);
+}
+
+void dropout_backward(Node& n, const Tensor& g, Tensor* gi) {
+  gi[0] = op1(kOp_dropout, *g, n.attrs_);  // the forward's mask, replayed (hp[1] = 1)
+}
+
+void cat_backward(Node& n, const Tensor& g, Tensor* gi) {
+  const int32_t nd = g->ndim_;
+  const int64_t dim = n.attrs_.dim < 0 ? n.attrs_.dim + nd : n.attrs_.dim;
+  int64_t start = 0;
+  for (int32_t i = 0; i < n.num_inputs_; ++i) {
+    const InputMeta& in = n.in_[i];
+    if (in.ndim_ == 1 && in.sizes_[0] == 0 && nd != 1) {  // a skipped legacy empty tensor
+      if (n.needs(i)) gi[i] = zeros(in.sizes_, 1, g->dtype_, g->device_);
+      continue;
+    }
+    const int64_t len = in.sizes_[dim];
+    if (n.needs(i)) gi[i] = narrow(*g, dim, start, len);
+    start += len;
+  }
 }
 
 }  // namespace tessera::autograd

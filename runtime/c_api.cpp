@@ -9,6 +9,7 @@
 #include <string>
 
 #include "autograd.h"
+#include "dispatch.h"
 #include "error.h"
 #include "ops.h"
 #include "registry.h"
@@ -371,6 +372,13 @@ int32_t tsr_manual_seed(uint64_t seed) {
   manual_seed(seed);
   return TSR_OK;
 }
+
+int32_t tsr_use_deterministic_algorithms(int32_t on) {
+  set_deterministic(on != 0);
+  return TSR_OK;
+}
+
+int32_t tsr_deterministic_algorithms_enabled(void) { return deterministic() ? 1 : 0; }
 
 // ---- views ------------------------------------------------------------------------------
 

@@ -62,4 +62,24 @@ void conv(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs,
 void pool(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs);
 void optim(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs);
 
+// Front-ends of the NN, INDEX, SAMPLE, FOREACH and COMPOSITE kinds (ops_transformer.cpp).
+// outs has natural_outputs(op, nin, nout) slots, NULL but for clip_grad_scale's and cat's out=.
+void transformer_op(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs,
+                    int32_t nout);
+// How many outputs op makes (layer_norm: y, mean, rstd), given its inputs and the outputs asked for.
+int32_t natural_outputs(int32_t op, int32_t nin, int32_t requested);
+int32_t max_inputs(int32_t op);
+// Takes `count` Philox counters from dev's generator: the seed and the first counter.
+void generator_take(TsrDevice dev, uint64_t count, uint64_t* seed, uint64_t* offset);
+
+// The Philox seed/offset the last random op of this thread drew (dropout, attention with
+// dropout), for autograd to replay the same mask in backward; take_drawn_rng() clears it.
+struct DrawnRng {
+  uint64_t seed = 0, offset = 0;
+  bool set = false;
+};
+DrawnRng take_drawn_rng();
+void set_deterministic(bool on);
+bool deterministic();
+
 }  // namespace tessera

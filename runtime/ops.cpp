@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <vector>
 #include <limits>
 
 #include "dispatch.h"
@@ -678,7 +679,8 @@ void copy(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs,
 
 // ---- dispatch ----------------------------------------------------------------------------
 
-void dispatch(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs) {
+void dispatch(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs,
+              int32_t nout) {
   switch (kOpInfo[op].kind) {
     case OpKind::UNARY:
     case OpKind::BINARY:
@@ -700,36 +702,45 @@ void dispatch(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& at
     case OpKind::CONV: return conv(op, in, nin, attrs, outs);
     case OpKind::POOL: return pool(op, in, nin, attrs, outs);
     case OpKind::OPTIM: return optim(op, in, nin, attrs, outs);
+    case OpKind::NN:
+    case OpKind::INDEX:
+    case OpKind::SAMPLE:
+    case OpKind::FOREACH:
+    case OpKind::COMPOSITE: return transformer_op(op, in, nin, attrs, outs, nout);
   }
 }
 
 // Runs op on CPU copies of its inputs and copies the results back (fallback "cpu").
-void run_on_cpu(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs) {
+void run_on_cpu(int32_t op, TensorImpl* const* in, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs,
+                int32_t nout) {
   TsrDevice dev = nin > 0 ? in[0]->device_ : outs[0] ? outs[0]->device_ : attrs.device;
   warn_cpu_fallback(op, dev);
   struct Reset {
     ~Reset() { t_in_fallback = false; }
   } reset;
   t_in_fallback = true;
-  Tensor keep[4];  // OPTIM takes up to 4 inputs
-  TensorImpl* cin[4];
+  std::vector<Tensor> keep(nin), shadow(nout);
+  std::vector<TensorImpl*> cin(nin), cout(nout);
   for (int32_t i = 0; i < nin; ++i) {
     keep[i] = to(*in[i], kCpu, -1);
     cin[i] = keep[i].get();
   }
   TsrAttrs a = attrs;
   a.device = kCpu;
-  Tensor shadow;  // the given output's CPU stand-in
-  if (outs[0]) {
-    shadow = empty(outs[0]->sizes_, outs[0]->ndim_, outs[0]->dtype_, kCpu, kOpInfo[op].name);
-  }
-  TensorImpl* cout[1] = {shadow.get()};
-  dispatch(op, cin, nin, a, cout);
-  if (outs[0]) {
-    copy_into(*outs[0], *shadow);
-  } else {
-    Tensor result(cout[0]);
-    outs[0] = to(*result, dev, -1).release();
+  for (int32_t i = 0; i < nout; ++i)  // the given outputs' CPU stand-ins
+    if (outs[i]) {
+      shadow[i] = empty(outs[i]->sizes_, outs[i]->ndim_, outs[i]->dtype_, kCpu, kOpInfo[op].name);
+      if (kOpInfo[op].kind == OpKind::FOREACH) copy_into(*shadow[i], *outs[i]);  // scaled in place
+      cout[i] = shadow[i].get();
+    }
+  dispatch(op, cin.data(), nin, a, cout.data(), nout);
+  for (int32_t i = 0; i < nout; ++i) {
+    if (outs[i]) {
+      copy_into(*outs[i], *shadow[i]);
+    } else {
+      Tensor result(cout[i]);
+      outs[i] = to(*result, dev, -1).release();
+    }
   }
 }
 
@@ -751,14 +762,52 @@ bool broadcast_shape(const int64_t* a, int32_t na, const int64_t* b, int32_t nb,
   return true;
 }
 
+// Ops with several outputs, and cat (any number of inputs). The outputs the caller did not ask
+// for (layer_norm's statistics, attention's log-sum-exp) are made anyway, kept by autograd's
+// node when its rule reads them, and dropped here.
+void call_multi(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAttrs& attrs,
+                TensorImpl** outputs, int32_t num_outputs, int32_t natural) {
+  bool tracked = false;
+  for (int32_t i = 0; i < num_inputs; ++i) {
+    if (!inputs[i]) fail(TSR_ERR_NULL_POINTER, prefix(op) + "input " + std::to_string(i) + " is NULL");
+    tracked |= inputs[i]->autograd_ != nullptr;
+  }
+  if (op == kOp_cat && num_inputs > 3 && tracked && autograd::grad_enabled()) {
+    // A node has three input edges: concatenate groups of three, then the groups.
+    std::vector<Tensor> parts;
+    for (int32_t i = 0; i < num_inputs; i += 3) parts.push_back(call1(kOp_cat, inputs + i, std::min(3, num_inputs - i), attrs));
+    std::vector<TensorImpl*> p;
+    for (Tensor& t : parts) p.push_back(t.get());
+    return call(op, p.data(), static_cast<int32_t>(p.size()), attrs, outputs, num_outputs);
+  }
+  TensorImpl* small[4] = {};
+  std::vector<TensorImpl*> big;
+  TensorImpl** all = small;
+  if (natural > 4) {
+    big.assign(natural, nullptr);
+    all = big.data();
+  }
+  std::copy(outputs, outputs + num_outputs, all);
+  if (tracked && kOpInfo[op].differentiable)
+    autograd::record_call(op, inputs, num_inputs, attrs, all, natural);
+  else
+    call_untracked(op, inputs, num_inputs, attrs, all, natural);
+  std::copy(all, all + num_outputs, outputs);
+  for (int32_t i = num_outputs; i < natural; ++i) Tensor drop(all[i]);
+}
+
 void call(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAttrs& attrs, TensorImpl** outputs,
           int32_t num_outputs) {
   if (op < 0 || op >= kNumOps) fail(TSR_ERR_INVALID_ARGUMENT, "[tsr_call] unknown op id " + std::to_string(op));
-  if (num_outputs != 1)
-    fail(TSR_ERR_INVALID_ARGUMENT, prefix(op) + "expects 1 output, got " + std::to_string(num_outputs));
-  // 3 at most, but OPTIM's 4 (adam_step's optional step input; the op isn't differentiable)
-  if (num_inputs < 0 || num_inputs > (kOpInfo[op].kind == OpKind::OPTIM ? 4 : 3))
+  if (num_inputs < 0 || num_inputs > max_inputs(op))
     fail(TSR_ERR_INVALID_ARGUMENT, prefix(op) + "invalid number of inputs " + std::to_string(num_inputs));
+  if (!outputs && num_outputs > 0) fail(TSR_ERR_NULL_POINTER, prefix(op) + "outputs is NULL");
+  const int32_t natural = num_outputs >= 1 ? natural_outputs(op, num_inputs, num_outputs) : 0;
+  if (num_outputs < 1 || num_outputs > natural)
+    fail(TSR_ERR_INVALID_ARGUMENT, prefix(op) + "expects " + (natural > 1 ? "1 to " + std::to_string(natural) : "1") +
+                                       " outputs, got " + std::to_string(num_outputs));
+  if (natural > 1 || kOpInfo[op].kind == OpKind::COMPOSITE) [[unlikely]]
+    return call_multi(op, inputs, num_inputs, attrs, outputs, num_outputs, natural);
   // Autograd sees the call only when a tensor carries autograd metadata: pointer checks here.
   bool tracked = outputs[0] && outputs[0]->autograd_;
   for (int32_t i = 0; i < num_inputs; ++i) {
@@ -771,15 +820,15 @@ void call(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAt
 }
 
 void call_untracked(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAttrs& attrs,
-                    TensorImpl** outputs) {
+                    TensorImpl** outputs, int32_t num_outputs) {
   const bool trace = g_trace_ops.load(std::memory_order_relaxed);
   const auto t0 = trace ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   note_stream_uses(inputs, num_inputs);
-  note_stream_uses(outputs, 1);
+  note_stream_uses(outputs, num_outputs);
   try {
-    dispatch(op, inputs, num_inputs, attrs, outputs);
+    dispatch(op, inputs, num_inputs, attrs, outputs, num_outputs);
   } catch (const CpuFallback&) {
-    run_on_cpu(op, inputs, num_inputs, attrs, outputs);
+    run_on_cpu(op, inputs, num_inputs, attrs, outputs, num_outputs);
   }
   if (trace) [[unlikely]] {
     double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
@@ -834,6 +883,12 @@ Tensor full(const int64_t* sizes, int32_t ndim, int32_t dtype, TsrDevice device,
   a.dtype = dtype;
   a.device = device;
   return call1(kOp_fill, nullptr, 0, a);
+}
+
+void generator_take(TsrDevice dev, uint64_t count, uint64_t* seed, uint64_t* offset) {
+  Generator& g = g_generators[dev.type];
+  *seed = g.seed.load(std::memory_order_relaxed);
+  *offset = g.offset.fetch_add(count, std::memory_order_relaxed);
 }
 
 void manual_seed(uint64_t seed) {

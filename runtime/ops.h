@@ -17,7 +17,7 @@ void call(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAt
 
 // call() without autograd: what it runs once autograd has seen the call (autograd.cpp).
 void call_untracked(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAttrs& attrs,
-                    TensorImpl** outputs);
+                    TensorImpl** outputs, int32_t num_outputs = 1);
 
 // Single-output conveniences over call().
 Tensor call1(int32_t op, TensorImpl* const* inputs, int32_t num_inputs, const TsrAttrs& attrs);

@@ -110,6 +110,10 @@ TSR_API int32_t tsr_to(TsrTensor t, TsrDevice device, int32_t dtype, TsrTensor* 
 TSR_API int32_t tsr_contiguous(TsrTensor t, TsrTensor* out); /* t itself if contiguous */
 TSR_API int32_t tsr_clone(TsrTensor t, TsrTensor* out);
 TSR_API int32_t tsr_manual_seed(uint64_t seed);
+/* Deterministic mode (1.3): scatter-adds (embedding's, gather's backward) give bitwise the
+ * same result run to run on every device (the CPU always does). Off by default. */
+TSR_API int32_t tsr_use_deterministic_algorithms(int32_t on);
+TSR_API int32_t tsr_deterministic_algorithms_enabled(void);
 
 /* ---- views (no copy; share storage and version counter) ---------------------------- */
 
