@@ -143,12 +143,12 @@ TEST_F(Abi, MissingEntrySymbol) {
 TEST_F(Abi, WrongAbiNamesBothVersionsAndTheFile) {
   ASSERT_EQ(tsr_init(config({plugin("major", fixture("bad_abi_major"), true)}).c_str()), TSR_ERR_RUNTIME);
   std::string error = tsr_last_error();
-  EXPECT_THAT(error, HasSubstr("plugin ABI 2.0, runtime ABI 1.2"));
+  EXPECT_THAT(error, HasSubstr("plugin ABI 2.0, runtime ABI 1.3"));
   EXPECT_THAT(error, HasSubstr(fixture("bad_abi_major")));
   expect_empty();
   ASSERT_EQ(tsr_init(config({plugin("minor", fixture("bad_abi_minor"), false)}).c_str()), TSR_OK);
   const json i = info();
-  EXPECT_EQ(i["plugins"][0]["error"], "plugin ABI 1.3, runtime ABI 1.2");
+  EXPECT_EQ(i["plugins"][0]["error"], "plugin ABI 1.4, runtime ABI 1.3");
   EXPECT_TRUE(i["devices"].empty());
 }
 
