@@ -568,6 +568,24 @@ void matmul_backward(Node& n, const Tensor& g, Tensor* gi) {
     if (n.needs(1)) gi[1] = mul(T(g), T(n.saved(0)));
     return;
   }
+  if (ia.ndim_ >= 3 && ib.ndim_ == 2) {
+    // (..., M, K) @ (K, N), as Linear: fold the batch into M, one GEMM per gradient (not a
+    // batched product and a sum over the batch for b's).
+    const int64_t K = ib.sizes_[0], N = ib.sizes_[1];
+    const int64_t g_rows[2] = {-1, N}, a_rows[2] = {-1, K};
+    Tensor g2 = reshape(*g, g_rows, 2);  // g2 is (B*M, N)
+    if (n.needs(0)) {
+      Tensor bt = transpose(n.saved(1), 0, 1);
+      TensorImpl* in[2] = {g2.get(), bt.get()};
+      gi[0] = reshape(*call1(kOp_matmul, in, 2, default_attrs()), ia.sizes_, ia.ndim_);
+    }
+    if (n.needs(1)) {
+      Tensor at = transpose(*reshape(n.saved(0), a_rows, 2), 0, 1);  // at is (K, B*M)
+      TensorImpl* in[2] = {at.get(), g2.get()};
+      gi[1] = call1(kOp_matmul, in, 2, default_attrs());
+    }
+    return;
+  }
   Tensor g2 = g;
   if (ia.ndim_ == 1) g2 = unsqueeze(*g2, -2);
   if (ib.ndim_ == 1) g2 = unsqueeze(*g2, -1);
