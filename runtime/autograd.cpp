@@ -349,7 +349,7 @@ void check_saved(const Node& n) {
              "freed by the first backward; pass retain_graph=1 to the first backward");
   for (int i = 0; i < kNumSaved; ++i) {
     const SavedTensor& s = n.saved_[i];
-    if (!(n.saved_mask_ >> i & 1) || s.t_->version() == s.version_) continue;
+    if (!(n.saved_mask_ >> i & 1) || !s.t_ || s.t_->version() == s.version_) continue;  // t_: an absent optional input
     std::string which = i == kSavedOutput ? "output"
                         : i >= kSavedAux  ? "output " + std::to_string(i - kSavedAux + 1)
                                           : "input " + std::to_string(i);
