@@ -48,6 +48,11 @@ class Check:
         self.desc, self.fn = desc, fn
 
 
+# The transformer ops' specs live beside their other tests; run here with every op's.
+from test_transformer_ops import SPECS as _TRANSFORMER_SPECS  # noqa: E402
+SPECS.update(_TRANSFORMER_SPECS)
+
+
 def is_num(v):
     return isinstance(v, (bool, int, float))
 

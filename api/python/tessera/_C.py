@@ -367,15 +367,46 @@ def op_id(name):
         raise ValueError(f"unknown op '{name}' (the op table has {', '.join(op_names)})") from None
 
 
-def call_op(name, inputs, out=None, **kw):
-    """Calls any op of ops.def through tsr_call: inputs a list of Tensors, attrs as TsrAttrs field names
-    (dims=(...), shape=(...), kernel=(kh, kw), hp=(...), scalar=<number>, ...). With out= the op writes
-    into that tensor in place and returns it; otherwise a new Tensor is returned."""
+def call_op(name, inputs, out=None, num_outputs=None, **kw):
+    """Calls any op of ops.def through tsr_call: inputs a list of Tensors (any number), attrs as TsrAttrs
+    field names (dims=(...), shape=(...), kernel=(kh, kw), hp=(...), scalar=<number>, ...).
+    Outputs: one by default (a new Tensor is returned); num_outputs=n > 1 returns a tuple of n new Tensors
+    (layer_norm's (y, mean, rstd), topk's (values, indices)). With out= (a Tensor, or a list/tuple of
+    Tensors for several outputs, None entries allocated) the op writes into those tensors in place and
+    returns out (a tuple where several were given)."""
     from ._tensor import _wrap
+    several = isinstance(out, (list, tuple))
+    given = list(out) if several else [out]
+    if num_outputs is None:
+        num_outputs = len(given)
+    elif len(given) < num_outputs:
+        given += [None] * (num_outputs - len(given))
+    elif several and len(given) > num_outputs:
+        raise ValueError(f"[{name}] {len(given)} outputs given for num_outputs={num_outputs}")
     n = len(inputs)
     ins = (c_void_p * max(n, 1))(*[t._h for t in inputs])
-    outs = (c_void_p * 1)(out._h if out is not None else None)
+    outs = (c_void_p * max(num_outputs, 1))(*[o._h if o is not None else None for o in given])
     a = attrs(**kw) if kw else None
-    check(lib.tsr_call(op_id(name), ins, n, byref(a) if a is not None else None, outs, 1), name)
-    return out if out is not None else _wrap(outs[0])
+    check(lib.tsr_call(op_id(name), ins, n, byref(a) if a is not None else None, outs, num_outputs), name)
+    res = tuple(o if o is not None else _wrap(outs[i]) for i, o in enumerate(given))
+    return res if several or num_outputs != 1 else res[0]
 
+
+# ---- deterministic mode (ABI 1.3) -----------------------------------------------------------------
+def _abi13(name, argtypes, restype=c_int32):
+    """lib.<name> with its signature, bound on first use (RuntimeError naming the function when the library
+    is older than ABI 1.3)."""
+    fn = getattr(lib, name, None)
+    if fn is None:
+        raise RuntimeError(f"tessera: {library_path} (ABI {abi_version[0]}.{abi_version[1]}) has no {name}: "
+                           f"deterministic mode needs ABI 1.3 (rebuild the library)")
+    fn.argtypes, fn.restype = argtypes, restype
+    return fn
+
+
+def use_deterministic_algorithms(on):
+    check(_abi13("tsr_use_deterministic_algorithms", [I32])(1 if on else 0), "use_deterministic_algorithms")
+
+
+def deterministic_algorithms_enabled():
+    return bool(_abi13("tsr_deterministic_algorithms_enabled", [], c_int32)())

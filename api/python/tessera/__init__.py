@@ -13,7 +13,9 @@ from ._dlpack import from_dlpack
 from . import autograd
 from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from ._C import OutOfMemoryError
-from . import backends, cuda
+from . import amp, backends, cuda
+from .amp import (autocast, clear_autocast_cache, get_autocast_cpu_dtype, get_autocast_dtype, get_autocast_gpu_dtype,
+                  is_autocast_cache_enabled, is_autocast_cpu_enabled, is_autocast_enabled)
 
 globals().update({k: v for k, v in _f.functions().items() if k not in globals()})
 

@@ -318,15 +318,20 @@ def functions():
             out[name] = _unary_function(name)
         elif kind in ("REDUCE", "SOFTMAX", "MATMUL", "VIEW"):
             out[name] = _method_function(name)
-        elif kind in ("CONV", "POOL", "OPTIM"):
-            out[name] = _raw_op(name)
+        elif kind in ("CONV", "POOL", "OPTIM", "NN", "INDEX", "SAMPLE", "FOREACH"):
+            out[name] = _raw_op(name)  # (*_backward, grad_norm, ...: by op name, num_outputs= for several)
         elif kind in ("COPY", "FILL", "RANDOM"):  # in place on their first argument
             out[name] = _method_function(name + "_")
-    out.update(add=add, sub=sub, where=where, clamp=clamp, clip=clip, normal=normal, bernoulli=bernoulli)
+    out.update(_functional_forms())
+    out.update(add=add, sub=sub, where=where, clamp=clamp, clip=clip, normal=normal, bernoulli=bernoulli,
+               multinomial=multinomial, use_deterministic_algorithms=use_deterministic_algorithms,
+               are_deterministic_algorithms_enabled=are_deterministic_algorithms_enabled,
+               is_deterministic_algorithms_warn_only_enabled=is_deterministic_algorithms_warn_only_enabled)
     for name in ("mm", "bmm", "mv", "dot", "t", "numel", "square", "reciprocal", "lerp", "addmm", "amax", "amin",
                  "norm", "split", "chunk", "unbind", "clamp_min", "clamp_max", "masked_fill", "flatten",
                  "logical_not", "logical_and", "logical_or", "logical_xor", "negative", "multiply", "divide",
-                 "true_divide", "subtract", "rsub", "swapaxes", "is_floating_point", "unflatten"):
+                 "true_divide", "subtract", "rsub", "swapaxes", "is_floating_point", "unflatten",
+                 "gather", "index_select", "triu", "tril", "topk"):
         out[name] = _method_function(name)
     return out
 
@@ -344,6 +349,57 @@ def bernoulli(input, p=None, *, generator=None):
     return input.bernoulli(p)
 
 
+def _functional_forms():
+    """torch.layer_norm, torch.dropout and the other nn.functional ops that torch also has at the top level
+    (nn.functional is imported when first called: it imports this module)."""
+    def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+        from .nn import functional as F
+        return F.layer_norm(input, normalized_shape, weight, bias, eps)
+
+    def dropout(input, p=0.5, train=True):
+        from .nn import functional as F
+        return F.dropout(input, p, train)
+
+    def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+        from .nn import functional as F
+        return F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale)
+
+    def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        from .nn import functional as F
+        return F.cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
+                               label_smoothing=label_smoothing)
+
+    def embedding(weight, input, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+        from .nn import functional as F  # torch.embedding's order: (weight, indices); padding_idx -1: none
+        return F.embedding(input, weight, None if padding_idx == -1 else padding_idx)
+    return dict(layer_norm=layer_norm, dropout=dropout, scaled_dot_product_attention=scaled_dot_product_attention,
+                cross_entropy=cross_entropy, embedding=embedding)
+
+
+def multinomial(input, num_samples, replacement=False, *, generator=None, out=None):
+    """torch.multinomial: int64 samples of the categories weighted by input's rows."""
+    r = input.multinomial(num_samples, replacement)
+    return out.copy_(r) if out is not None else r
+
+
+_warn_only = [False]
+
+
+def use_deterministic_algorithms(mode, *, warn_only=False):
+    """Deterministic (bitwise reproducible) kernels where an op has a choice (embedding/gather backward on CUDA);
+    the CPU is always deterministic."""
+    _C.use_deterministic_algorithms(bool(mode))
+    _warn_only[0] = bool(mode) and bool(warn_only)
+
+
+def are_deterministic_algorithms_enabled():
+    return _C.deterministic_algorithms_enabled()
+
+
+def is_deterministic_algorithms_warn_only_enabled():
+    return _warn_only[0]
+
+
 def _raw_op(name):
     def fn(*inputs, out=None, **attrs):
         return _C.call_op(name, list(inputs), out=out, **attrs)
@@ -351,25 +407,23 @@ def _raw_op(name):
     return fn
 
 
-def _promoted_dtype(tensors):
-    r = tensors[0].dtype
-    for t in tensors[1:]:
-        if t.dtype is not r:
-            r = (zeros(1, dtype=r) + zeros(1, dtype=t.dtype)).dtype
-    return r
+_CAT_MAX_INPUTS = 64  # the cat op's limit (ops.def): longer lists are concatenated in groups
 
 
 def cat(tensors, dim=0, *, out=None):
-    """Concatenation along dim. Without autograd: copies into one new tensor. With inputs that require grad
-    (and grad mode on): composed from differentiable ops (a selection matmul per input)."""
-    tensors = [t for t in tensors]
+    """Concatenation along dim through the cat op (differentiable; dtypes promoted). 1-D empty tensors are
+    skipped, as torch's legacy rule."""
+    tensors = list(tensors)
     if not tensors:
         raise ValueError("cat(): expected a non-empty list of Tensors")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"cat(): expected a sequence of Tensors, got {type(t).__name__} at position {i}")
     tensors = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)] or tensors[:1]
     ref = tensors[0]
     nd = ref.ndim
     if nd == 0:
-        raise ValueError("cat(): zero-dimensional tensor cannot be concatenated")
+        raise ValueError("cat(): zero-dimensional tensor (at position 0) cannot be concatenated")
     d = dim % nd if -nd <= dim < nd else None
     if d is None:
         raise IndexError(f"Dimension out of range (expected to be in range of [{-nd}, {nd - 1}], but got {dim})")
@@ -379,36 +433,13 @@ def cat(tensors, dim=0, *, out=None):
         if t.ndim != nd or any(a != b for i, (a, b) in enumerate(zip(t.shape, ref.shape)) if i != d):
             raise ValueError(f"cat(): sizes of tensors must match except in dimension {d}: got "
                              f"{list(ref.shape)} and {list(t.shape)}")
-    dtype = _promoted_dtype(tensors)
-    total = sum(t.shape[d] for t in tensors)
-    shape = list(ref.shape)
-    shape[d] = total
-    from .autograd import is_grad_enabled
-    if is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return _cat_differentiable(tensors, d, total, dtype)
-    r = out if out is not None else empty(shape, dtype=dtype, device=ref.device)
-    start = 0
-    for t in tensors:
-        n = t.shape[d]
-        r.narrow(d, start, n).copy_(t)
-        start += n
-    return r
+    while len(tensors) > _CAT_MAX_INPUTS:
+        tensors = [_C.call_op("cat", tensors[k:k + _CAT_MAX_INPUTS], dim=d)
+                   for k in range(0, len(tensors), _CAT_MAX_INPUTS)]
+    return _C.call_op("cat", tensors, out=out, dim=d)
 
 
 concat = concatenate = cat
-
-
-def _cat_differentiable(tensors, d, total, dtype):
-    result, start = None, 0
-    for t in tensors:
-        n = t.shape[d]
-        sel = np.zeros((n, total), dtype=np.float64)
-        sel[np.arange(n), start + np.arange(n)] = 1
-        moved = t.to(dtype).transpose(d, -1)
-        piece = moved.matmul(tensor(sel, dtype=dtype, device=t.device)).transpose(d, -1)
-        result = piece if result is None else result + piece
-        start += n
-    return result
 
 
 def stack(tensors, dim=0, *, out=None):

@@ -11,6 +11,7 @@ from ctypes import byref, c_char_p, c_int32, c_int64, c_void_p
 import numpy as np
 
 from . import _C
+from . import amp as _amp
 from ._C import TensorInfo, lib, scalar_or_none
 
 _fast = _C.fast
@@ -75,6 +76,8 @@ def _ints(x):
 
 _return_max = collections.namedtuple("max", ["values", "indices"])
 _return_min = collections.namedtuple("min", ["values", "indices"])
+_return_topk = collections.namedtuple("topk", ["values", "indices"])
+_amp_active = _amp._active  # [count of enabled autocast regions]: the ops' cheap check
 
 # Op kinds of the ops that are not plain unary/binary (see ops.def); a new UNARY or BINARY op of the table
 # is found from the library's entry points (tsr_<op>_scalar: binary) or from ops.def itself.
@@ -88,6 +91,11 @@ _SPECIAL_KINDS = {
     "view": "VIEW", "reshape": "VIEW", "permute": "VIEW", "transpose": "VIEW", "slice": "VIEW",
     "narrow": "VIEW", "select": "VIEW", "expand": "VIEW", "squeeze": "VIEW", "unsqueeze": "VIEW",
     "flatten": "VIEW", "as_strided": "VIEW",
+    "layer_norm": "NN", "layer_norm_backward": "NN", "scaled_dot_product_attention": "NN",
+    "scaled_dot_product_attention_backward": "NN", "cross_entropy": "NN", "cross_entropy_backward": "NN",
+    "index_select": "INDEX", "index_select_backward": "INDEX", "gather": "INDEX", "gather_backward": "INDEX",
+    "triu": "INDEX", "tril": "INDEX", "topk": "INDEX", "dropout": "SAMPLE", "multinomial": "SAMPLE",
+    "grad_norm": "FOREACH", "clip_grad_scale": "FOREACH", "cat": "COMPOSITE",
 }
 
 
@@ -133,6 +141,28 @@ def _call(name, inputs, out=None, attrs=None):
     if st:
         _raise(st, name)
     return out if out is not None else _wrap(outs[0])
+
+
+def _call_n(name, inputs, num_outputs, attrs=None):
+    """tsr_call of op `name` with num_outputs new results, returned as a tuple of Tensors."""
+    n = len(inputs)
+    ins = (c_void_p * max(n, 1))(*[t._h.value for t in inputs])
+    outs = (c_void_p * num_outputs)()
+    st = lib.tsr_call(_C.op_id(name), ins, n, byref(attrs) if attrs is not None else None, outs, num_outputs)
+    if st:
+        _raise(st, name)
+    return tuple(_wrap(o) for o in outs)
+
+
+def _index_tensor(index, op):
+    """An index operand: a Tensor of an integer dtype (anything else: the TypeError/IndexError torch raises)."""
+    if not isinstance(index, Tensor):
+        raise TypeError(f"{op}(): argument 'index' must be Tensor, not {type(index).__name__}")
+    dt = index.dtype
+    if dt.is_floating_point or dt is bool_:
+        raise RuntimeError(f"{op}(): Expected dtype int32 or int64 for index, got {dt.name} "
+                           f"(shape {list(index.shape)})")
+    return index
 
 
 def _call_scalar(name, x, s, scalar_arg, out=None, **kw):
@@ -832,6 +862,8 @@ class Tensor:
     # -- reductions ------------------------------------------------------------------------------
     def sum(self, dim=None, keepdim=False, dtype=None):
         x = self if dtype is None else self.to(dtype)
+        if _amp_active[0] and dtype is None:
+            x = _amp.fp32_arg(x)
         return _reduce(_fast.tsr_sum, "sum", x, dim, keepdim)
 
     def mean(self, dim=None, keepdim=False, dtype=None):
@@ -840,6 +872,8 @@ class Tensor:
 
     def prod(self, dim=None, keepdim=False, dtype=None):
         x = self if dtype is None else self.to(dtype)
+        if _amp_active[0] and dtype is None:
+            x = _amp.fp32_arg(x)
         return _reduce(_fast.tsr_prod, "prod", x, dim, keepdim)
 
     def max(self, dim=None, keepdim=False):
@@ -883,6 +917,8 @@ class Tensor:
 
     def softmax(self, dim, dtype=None):
         x = self if dtype is None else self.to(dtype)
+        if _amp_active[0] and dtype is None:
+            x = _amp.fp32_arg(x)
         o = c_void_p()
         st = _fast.tsr_softmax(x._h, c_int64(dim), byref(o))
         if st:
@@ -891,6 +927,8 @@ class Tensor:
 
     def log_softmax(self, dim, dtype=None):
         x = self if dtype is None else self.to(dtype)
+        if _amp_active[0] and dtype is None:
+            x = _amp.fp32_arg(x)
         o = c_void_p()
         st = _fast.tsr_log_softmax(x._h, c_int64(dim), byref(o))
         if st:
@@ -901,6 +939,8 @@ class Tensor:
     def matmul(self, other):
         if not isinstance(other, Tensor):
             raise TypeError(f"matmul(): argument 'other' must be Tensor, not {type(other).__name__}")
+        if _amp_active[0]:
+            self, other = _amp.lower_args(self, other)
         o = c_void_p()
         st = lib.tsr_matmul(self._h, other._h, byref(o))
         if st:
@@ -910,6 +950,8 @@ class Tensor:
     def __matmul__(self, other):
         if not isinstance(other, Tensor):
             return NotImplemented
+        if _amp_active[0]:
+            self, other = _amp.lower_args(self, other)
         o = c_void_p()
         st = lib.tsr_matmul(self._h, other._h, byref(o))
         if st:
@@ -978,11 +1020,77 @@ class Tensor:
         return _factories.where(condition, self, other)
 
     def masked_fill(self, mask, value):
+        """value where mask (bool, broadcast with self) is True, self elsewhere, in self's dtype; value is a
+        number or a 0-dim tensor (differentiable in both self and a tensor value)."""
         from . import _factories
+        if not isinstance(mask, Tensor):
+            raise TypeError(f"masked_fill(): argument 'mask' must be Tensor, not {type(mask).__name__}")
+        if mask.dtype is not bool_:
+            if mask.dtype is not uint8:
+                raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask with dtype "
+                                   f"{mask.dtype.name}")
+            mask = mask != 0  # uint8 masks: deprecated in torch, still accepted
+        if isinstance(value, Tensor):
+            if value.ndim != 0:
+                raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got tensor with "
+                                   f"{value.ndim} dimension(s).")
+            value = value.to(self.device, self.dtype)  # (a 0-dim CPU value is fine for a CUDA self, as torch)
+        else:
+            dt = self.dtype
+            value = bool(value) if dt is bool_ else value if dt.is_floating_point or isinstance(value, int) \
+                else int(value)
         return _factories.where(mask, value, self)
 
     def masked_fill_(self, mask, value):
         return self.copy_(self.masked_fill(mask, value))
+
+    # -- indexing ops (INDEX kind) --------------------------------------------------------------------
+    def gather(self, dim, index, *, sparse_grad=False):
+        """out[..i..] = self[..index[..i..]..] along dim (index: same ndim, sizes <= self's off dim)."""
+        _index_tensor(index, "gather")
+        return _call("gather", [self, index], None, _C.attrs(dim=int(dim)))
+
+    def index_select(self, dim, index):
+        """The slices of self at `index` (a 1-D or 0-dim integer tensor) along dim."""
+        _index_tensor(index, "index_select")
+        if index.ndim > 1:
+            raise IndexError(f"index_select(): Index is supposed to be a vector, got shape {list(index.shape)}")
+        if index.ndim == 0:
+            index = index.reshape(1)
+        return _call("index_select", [self, index], None, _C.attrs(dim=int(dim)))
+
+    def triu(self, diagonal=0):
+        return _call("triu", [self], None, _C.attrs(index=int(diagonal)))
+
+    def tril(self, diagonal=0):
+        return _call("tril", [self], None, _C.attrs(index=int(diagonal)))
+
+    def triu_(self, diagonal=0):
+        return self.copy_(self.triu(diagonal))
+
+    def tril_(self, diagonal=0):
+        return self.copy_(self.tril(diagonal))
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        """(values, indices) of the k largest (smallest) elements along dim, always sorted; ties in index
+        order, NaN counted largest. Differentiable in self through values."""
+        a = _C.attrs(dim=int(dim), index=int(k), hp=(1.0 if largest else 0.0,))
+        return _return_topk(*_call_n("topk", [self], 2, a))
+
+    def multinomial(self, num_samples, replacement=False, *, generator=None):
+        """int64 category indices drawn from the rows of self (weights [C] or [R, C], not necessarily
+        normalized) from the seeded generator: [num_samples] or [R, num_samples]."""
+        if not self.dtype.is_floating_point:
+            raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: {self.dtype.name}")
+        if self.ndim not in (1, 2):
+            raise RuntimeError(f"prob_dist must be 1 or 2 dim, got shape {list(self.shape)}")
+        n = int(num_samples)
+        if n <= 0:
+            raise RuntimeError(f"cannot sample n_sample <= 0 samples (got {n})")
+        if not replacement and n > self.shape[-1]:
+            raise RuntimeError(f"cannot sample n_sample > prob_dist.size(-1) samples without replacement "
+                               f"({n} > {self.shape[-1]})")
+        return _call("multinomial", [self], None, _C.attrs(index=n, hp=(1.0 if replacement else 0.0,)))
 
     # -- arithmetic helpers with torch names ----------------------------------------------------------
     def add(self, other, *, alpha=1):
@@ -1160,6 +1268,24 @@ for _n in _UNARY:
         continue
     setattr(Tensor, _n, _unary_method(_n))
     setattr(Tensor, _n + "_", _unary_inplace(_n))
+
+
+
+def _fp32_unary(name):
+    """The unary method `name` under autocast's float32 policy (float16/bfloat16 inputs computed in float32)."""
+    base = getattr(Tensor, name)
+
+    def method(self):
+        if _amp_active[0]:
+            self = _amp.fp32_arg(self)
+        return base(self)
+    method.__name__ = name
+    return method
+
+
+for _n in ("exp", "log"):
+    if _n in _UNARY:
+        setattr(Tensor, _n, _fp32_unary(_n))
 
 _DUNDERS = {"add": "add", "sub": "sub", "mul": "mul", "truediv": "div", "pow": "pow",
             "eq": "eq", "ne": "ne", "lt": "lt", "le": "le", "gt": "gt", "ge": "ge"}

@@ -20,8 +20,9 @@ from ctypes import byref, c_char_p, c_float, c_int32, c_void_p
 from . import _C
 from ._C import OutOfMemoryError
 from ._factories import manual_seed
+from .amp import cuda_amp as amp  # tessera.cuda.amp.autocast(enabled=True, dtype=tessera.float16, ...)
 
-__all__ = ["CUDAGraph", "Event", "Graph", "OutOfMemoryError", "Stream", "current_device", "current_stream",
+__all__ = ["amp", "CUDAGraph", "Event", "Graph", "OutOfMemoryError", "Stream", "current_device", "current_stream",
            "default_stream", "device_count", "empty_cache", "graph", "is_available", "is_current_stream_capturing",
            "manual_seed", "manual_seed_all", "max_memory_allocated", "max_memory_reserved", "memory_allocated",
            "memory_reserved", "memory_snapshot", "memory_stats", "reset_peak_memory_stats",
