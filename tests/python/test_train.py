@@ -1,6 +1,7 @@
 """tools/tessera-train on tiny runs: the JSON last line, the checkpoint and curve PNG, exact
 resume (a run cut after epoch 1 and resumed ends bit-identical to an uncut one) and the
-errors for bad configs, missing data and bad checkpoints."""
+errors for bad configs, missing data and bad checkpoints; the same for the gpt-char task (a
+tiny character GPT on a generated text: cut at iteration 5 and resumed, bit-identical)."""
 import json
 import os
 import subprocess
@@ -176,3 +177,216 @@ def test_missing_data_says_what_to_install(tmp_path):
     code, out, err = train(cfg)
     assert code == 1, err
     assert "no such file" in err and "dataset-fashion-mnist" in err and "Traceback" not in err, err
+
+
+# ---- the gpt-char task (a character-level GPT; configs/gpt-char*.json) ----------------------------
+
+SHAKESPEARE = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "tinyshakespeare.txt"))
+
+
+def tiny_text(tmp_path):
+    """A 20,000-character text file of pseudo-words (no dependency on the shared data)."""
+    path = tmp_path / "text.txt"
+    if not path.exists():
+        rng = np.random.default_rng(0)
+        words = ["the", "king", "and", "queen", "of", "rome", "speak", "now", "O", "my", "lord,", "love\n"]
+        path.write_text(" ".join(rng.choice(words, 4000).tolist())[:20000])
+    return path
+
+
+def tiny_gpt_config(tmp_path, name="gpt.json", **changes):
+    cfg = {
+        "task": "gpt-char",
+        "model": {"type": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "dropout": 0.1},
+        "data": {"text": os.path.relpath(tiny_text(tmp_path), tmp_path)},  # relative to the config file
+        "optimizer": {"name": "adamw", "lr": 0.003},
+        "schedule": {"name": "cosine", "warmup_iters": 3, "min_lr": 0.0003},
+        "max_iters": 16,
+        "batch_size": 4,
+        "eval_interval": 8,
+        "eval_iters": 2,
+        "log_interval": 4,
+        "sample": {"tokens": 20},
+        "seed": 7,
+        "checkpoint": str(tmp_path / "run" / "gpt.safetensors"),
+    }
+    for key, value in changes.items():
+        if value is None:
+            del cfg[key]
+        else:
+            cfg[key] = value
+    path = tmp_path / name
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+def test_gpt_run_prints_metrics_sample_and_checkpoint(tmp_path):
+    code, out, err = train(tiny_gpt_config(tmp_path))
+    assert code == 0, err
+    result = last_json(out)
+    for key in ("val_loss", "train_loss", "iters", "ms_per_iter", "tokens_per_s"):
+        assert result[key] is not None, (key, result)
+    assert result["iters"] == 16 and result["eval_iter"] == 16 and result["val_loss"] < 4.0, result
+    assert result["best_val_loss"] <= result["val_loss"] and result["best_iter"] in (0, 8, 16), result
+    assert "step 0: train loss" in err and "step 16: train loss" in err and "iter 16/16" in err, err
+    with open(result["sample"], encoding="utf-8") as f:
+        assert len(f.read()) == 21  # the prompt "\n" and 20 characters
+    assert os.path.getsize(result["checkpoint"]) > 0
+    assert not [n for n in os.listdir(tmp_path / "run") if ".tmp" in n]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not tessera.cuda.is_available(), reason="no CUDA device: the CUDA resume runs on the GPU machine"))])
+def test_gpt_resume_is_exact(tmp_path, device):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    on = {"device": device, "deterministic": True}  # CUDA: embedding backward without atomics
+    whole, cut = tiny_gpt_config(tmp_path / "a", **on), tiny_gpt_config(tmp_path / "b", **on)
+    code, out_whole, err = train(whole)
+    assert code == 0, err
+    code, out, err = train(cut, "--stop-after", "5")
+    assert code == 0, err
+    assert last_json(out)["iters"] == 5 and last_json(out)["sample"] is None
+    code, out_cut, err = train(cut, "--resume")
+    assert code == 0, err
+    assert "resumed from" in err and "at iteration 5" in err, err
+    a, b = last_json(out_whole), last_json(out_cut)
+    assert b["resumed_from_iter"] == 5 and b["iters"] == 16
+    assert (a["val_loss"], a["train_loss"]) == (b["val_loss"], b["train_loss"])
+    wa, wb = weights(a["checkpoint"]), weights(b["checkpoint"])
+    assert sorted(wa) == sorted(wb)
+    for key in wa:
+        if key != "meta":
+            assert np.array_equal(wa[key], wb[key]), key
+    with open(a["sample"]) as fa, open(b["sample"]) as fb:
+        assert fa.read() == fb.read()
+    before = os.path.getmtime(b["checkpoint"])  # a finished run only reports
+    code, again, err = train(cut, "--resume")
+    assert code == 0, err
+    assert last_json(again)["val_loss"] == b["val_loss"] and os.path.getmtime(b["checkpoint"]) == before
+
+
+def test_gpt_torch_backend_runs_the_same_config(tmp_path):
+    pytest.importorskip("torch", reason="PyTorch is not importable: no --backend torch")
+    code, out, err = train(tiny_gpt_config(tmp_path), "--backend", "torch")
+    assert code == 0, err
+    result = last_json(out)
+    assert result["backend"] == "torch" and result["iters"] == 16 and result["val_loss"] < 4.0, result
+
+
+@pytest.mark.parametrize("name, device", [("gpt-char", "cuda"), ("gpt-char-cpu", "cpu")])
+def test_gpt_shipped_configs_are_valid(name, device):
+    cfg = config.load(os.path.join(REPO, "configs", f"{name}.json"), REPO)
+    assert cfg["task"] == "gpt-char" and cfg["device"] == device
+    assert cfg["data"]["text"] == SHAKESPEARE or cfg["data"]["text"].endswith("/shared/data/tinyshakespeare.txt")
+    assert cfg["checkpoint"] == os.path.join(REPO, "runs", name, "checkpoint.safetensors")
+    m = cfg["model"]
+    if name == "gpt-char":  # nanoGPT's config/train_shakespeare_char.py
+        assert (m["n_layer"], m["n_head"], m["n_embd"], m["block_size"], m["dropout"]) == (6, 6, 384, 256, 0.2)
+        assert (cfg["batch_size"], cfg["max_iters"], cfg["eval_interval"], cfg["eval_iters"]) == (64, 5000, 250, 200)
+        assert cfg["autocast"] == "bfloat16"
+    else:  # its CPU command line
+        assert (m["n_layer"], m["n_head"], m["n_embd"], m["block_size"], m["dropout"]) == (4, 4, 128, 64, 0.0)
+        assert (cfg["batch_size"], cfg["max_iters"], cfg["eval_iters"]) == (12, 2000, 20)
+    assert cfg["optimizer"] == {"name": "adamw", "lr": 1e-3, "weight_decay": 0.1, "betas": [0.9, 0.99], "eps": 1e-8}
+    assert cfg["schedule"] == {"name": "cosine", "warmup_iters": 100, "min_lr": 1e-4,
+                               "decay_iters": cfg["max_iters"]}
+    assert cfg["grad_clip"] == 1.0
+
+
+@pytest.mark.skipif(not os.path.exists(SHAKESPEARE), reason=f"{SHAKESPEARE} is not there")
+def test_gpt_shipped_config_finds_the_shared_text():
+    assert config.load(os.path.join(REPO, "configs", "gpt-char-cpu.json"), REPO)["data"]["text"] == SHAKESPEARE
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"block_size": 32}, "block_size (32) is longer than model.block_size (16), the model's context"),
+    ({"model": {"type": "gpt", "n_embd": 30, "n_head": 4}}, "model.n_embd (30) must be a multiple of model.n_head (4)"),
+    ({"data": {}}, "data.text is missing"),
+    ({"autocast": "float16"}, 'autocast must be one of "none", "bfloat16"'),
+    ({"max_iters": 0}, "max_iters must be a positive integer, got 0"),
+    ({"schedule": {"warmup_iters": 20}}, "schedule.decay_iters (16) must be greater than schedule.warmup_iters (20)"),
+    ({"optimizer": {"name": "sgd", "lr": 0.1}}, 'optimizer.name must be one of "adamw"'),
+    ({"epochs": 3}, "the config has unknown field(s) epochs"),
+])
+def test_gpt_bad_config_names_the_field(tmp_path, change, message):
+    cfg = tiny_gpt_config(tmp_path, **change)
+    code, out, err = train(cfg)
+    assert code == 2, err
+    assert f"{cfg}: {message}" in err, err
+    assert "Traceback" not in err
+
+
+def test_gpt_missing_text_file_names_the_field(tmp_path):
+    cfg = tiny_gpt_config(tmp_path, data={"text": "absent.txt"})
+    code, out, err = train(cfg)
+    assert code == 1, err
+    assert f"{cfg}: data.text: no such file {tmp_path / 'absent.txt'}" in err and "Traceback" not in err, err
+
+
+def test_gpt_text_shorter_than_the_context(tmp_path):
+    (tmp_path / "short.txt").write_text("to be or not to be, that is the question")
+    code, out, err = train(tiny_gpt_config(tmp_path, data={"text": "short.txt", "train_fraction": 0.9}))
+    assert code == 1 and "block_size" in err and "too few for a context of 16" in err, err
+
+
+def test_gpt_checkpoint_of_another_architecture(tmp_path):
+    assert train(tiny_gpt_config(tmp_path), "--stop-after", "2")[0] == 0
+    wider = tiny_gpt_config(tmp_path, "wider.json",
+                            model={"type": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16})
+    code, out, err = train(wider, "--resume")
+    assert code == 1, err
+    assert "checkpoint of another architecture" in err and "model.n_layer is 2 in the config but 1" in err, err
+    assert "model.n_embd is 32 in the config but 16" in err and "Traceback" not in err, err
+    longer = tiny_gpt_config(tmp_path, "longer.json",
+                             model={"type": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 32})
+    code, out, err = train(longer, "--resume")
+    assert code == 1 and "model.block_size is 32 in the config but 16" in err, err
+    other = tiny_gpt_config(tmp_path, "other.json", batch_size=8)
+    code, out, err = train(other, "--resume")
+    assert code == 1 and "different batch_size" in err, err
+
+
+@needs_data
+def test_gpt_resume_refuses_a_fashion_checkpoint(tmp_path):
+    assert train(tiny_config(tmp_path, epochs=1))[0] == 0
+    cfg = tiny_gpt_config(tmp_path, checkpoint=str(tmp_path / "run" / "ckpt.safetensors"))
+    code, out, err = train(cfg, "--resume")
+    assert code == 1 and "checkpoint of another task" in err and "not gpt-char" in err, err
+
+
+def test_gpt_checkpoint_is_never_replaced_by_a_half_written_one(tmp_path, monkeypatch):
+    from tessera_train import checkpoint
+    assert train(tiny_gpt_config(tmp_path), "--stop-after", "2")[0] == 0
+    path = str(tmp_path / "run" / "gpt.safetensors")
+    with open(path, "rb") as f:
+        good = f.read()
+
+    class HalfWriter:
+        """tessera with a save() that writes half a file and fails (a crash mid-write)."""
+
+        def __getattr__(self, name):
+            return getattr(tessera, name)
+
+        def save(self, obj, dest):
+            with open(dest, "wb") as f:
+                f.write(good[:len(good) // 2])
+            raise OSError(28, "No space left on device")
+
+    model = tessera.nn.Linear(2, 2)
+    opt = tessera.optim.AdamW(model.parameters())
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save(HalfWriter(), path, model, opt, None, {"step": 3})
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    with pytest.raises(OSError, match="I/O error"):
+        checkpoint.save(tessera, path, model, opt, None, {"step": 3})
+    with open(path, "rb") as f:
+        assert f.read() == good
+    assert not [n for n in os.listdir(tmp_path / "run") if ".tmp" in n]
+
+
+def test_gpt_options_of_the_other_task_are_refused(tmp_path):
+    code, out, err = train(tiny_gpt_config(tmp_path), "--epochs", "2")
+    assert code == 2 and "--epochs is for the fashion-mnist task" in err, err
+    code, out, err = train(tiny_gpt_config(tmp_path), "--profile", "2")  # the CPU: no CUDA kernels to time
+    assert code == 1 and "--profile times CUDA kernels" in err and "Traceback" not in err, err

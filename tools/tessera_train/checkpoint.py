@@ -4,8 +4,8 @@ saved from the CPU, so a checkpoint loads on any device.
 Model weights go in as "model.<name>"; the optimizer's and scheduler's nested state dicts are
 split into their tensors ("optimizer.<n>", "scheduler.<n>") and a JSON tree that points at them;
 that tree, the epoch, the config and the history travel as JSON bytes in the uint8 tensor
-"meta". Files are written beside the target and renamed over it, so a crash never leaves a
-half-written checkpoint in place of a good one."""
+"meta". Files are written beside the target, fsync'ed and renamed over it (the folder fsync'ed
+after), so a crash never leaves a half-written checkpoint in place of a good one."""
 import json
 import os
 
@@ -56,10 +56,31 @@ def save(T, path, model, optimizer, scheduler, meta):
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         T.save(flat, tmp)
+        _fsync(tmp)           # the bytes are on disk before the name points at them
         os.replace(tmp, path)
+        _fsync(os.path.dirname(os.path.abspath(path)))  # and so is the rename
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _fsync(path):
+    """fsync of a file, or of a folder where the file system allows it (an error on a file
+    propagates: the checkpoint is then not renamed into place)."""
+    is_dir = os.path.isdir(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if is_dir:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not is_dir:
+            raise
+    finally:
+        os.close(fd)
 
 
 def read_meta(T, path):

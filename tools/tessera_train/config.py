@@ -1,4 +1,5 @@
-"""The tessera-train run config: JSON read, defaults filled in, every field checked with an
+"""The tessera-train run config (the fashion-mnist task, and the gpt-char task of a
+character-level GPT): JSON read, defaults filled in, every field checked with an
 error that names the file and the field ("configs/x.json: optimizer.lr must be a positive
 number, got -1")."""
 import json
@@ -180,9 +181,15 @@ def resolve(root, path):
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(root, path))
 
 
+TASKS = ("fashion-mnist", "gpt-char")
+
+
 def parse(obj, source, root):
     """The validated config with every default filled in (a plain dict, JSON-able)."""
     c = _Checker(source, "", obj)
+    task = c.choice("task", TASKS, "fashion-mnist")
+    if task == "gpt-char":
+        return _parse_gpt(c, source, root)
     cfg = {"name": c.string("name", os.path.splitext(os.path.basename(source))[0])}
     cfg["model"] = _model(c.section("model", _REQUIRED))
     cfg["data"] = _data(c.section("data", {}), root)
@@ -196,12 +203,108 @@ def parse(obj, source, root):
     cfg["device"] = c.get("device", "cpu", is_device, DEVICE_WHAT)
     cfg["checkpoint"] = resolve(root, c.string("checkpoint", f"runs/{cfg['name']}/checkpoint.safetensors"))
     c.no_other_keys(("name", "model", "data", "optimizer", "schedule", "label_smoothing", "epochs",
-                     "batch_size", "eval_batch_size", "seed", "device", "checkpoint", "comment"))
+                     "batch_size", "eval_batch_size", "seed", "device", "checkpoint", "comment", "task"))
     return cfg
 
 
-def load(path, root):
-    """parse() of the JSON file at path (errors name the file as given)."""
+# ---- the gpt-char task: a character-level GPT (nanoGPT's shakespeare-char setup) --------------
+
+AUTOCAST = ("none", "bfloat16")
+
+
+def _gpt_model(c):
+    c.choice("type", ("gpt",), "gpt")
+    model = {"type": "gpt"}
+    for key, default in (("n_layer", 6), ("n_head", 6), ("n_embd", 384), ("block_size", 256)):
+        model[key] = c.integer(key, default)
+    if model["n_embd"] % model["n_head"]:
+        c.fail(f"{c.name('n_embd')} ({model['n_embd']}) must be a multiple of {c.name('n_head')} "
+               f"({model['n_head']})")
+    model["dropout"] = c.number("dropout", 0.0, 0, 1)
+    model["bias"] = c.get("bias", False, lambda v: isinstance(v, bool), "true or false")
+    c.no_other_keys(("type", "n_layer", "n_head", "n_embd", "block_size", "dropout", "bias"))
+    return model
+
+
+def _gpt_data(c, config_dir, root):
+    from .text import resolve as resolve_text
+    data = {"text": resolve_text(c.string("text", _REQUIRED), config_dir, root),
+            "train_fraction": c.number("train_fraction", 0.9, 0, 1, low_open=True)}
+    c.no_other_keys(("text", "train_fraction"))
+    return data
+
+
+def _gpt_optimizer(c):
+    c.choice("name", ("adamw",), "adamw")
+    opt = {"name": "adamw", "lr": c.number("lr", _REQUIRED, 0, low_open=True),
+           "weight_decay": c.number("weight_decay", 0.1, 0)}
+    opt["betas"] = list(c.get("betas", [0.9, 0.99],
+                              lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
+                              "a list of two numbers in [0, 1)"))
+    opt["eps"] = c.number("eps", 1e-8, 0, low_open=True)
+    c.no_other_keys(("name", "lr", "weight_decay", "betas", "eps"))
+    return opt
+
+
+def _gpt_schedule(c, max_iters):
+    name = c.choice("name", ("cosine", "none"), "cosine")
+    sched = {"name": name}
+    if name == "cosine":
+        sched["warmup_iters"] = c.integer("warmup_iters", 100, low=0)
+        sched["min_lr"] = c.number("min_lr", 0.0, 0)
+        sched["decay_iters"] = c.get("decay_iters", max_iters, lambda v: _is_int(v) and v >= 1,
+                                     "a positive integer (default max_iters)")
+        if sched["decay_iters"] <= sched["warmup_iters"]:
+            c.fail(f"{c.name('decay_iters')} ({sched['decay_iters']}) must be greater than "
+                   f"{c.name('warmup_iters')} ({sched['warmup_iters']})")
+        c.no_other_keys(("name", "warmup_iters", "min_lr", "decay_iters"))
+    else:
+        c.no_other_keys(("name",))
+    return sched
+
+
+def _gpt_sample(c):
+    sample = {"tokens": c.integer("tokens", 500, low=0),
+              "temperature": c.number("temperature", 0.8, 0, low_open=True),
+              "top_k": c.get("top_k", 200, lambda v: v is None or (_is_int(v) and v > 0), "a positive integer or null"),
+              "prompt": c.get("prompt", "\n", lambda v: isinstance(v, str), "a string")}
+    c.no_other_keys(("tokens", "temperature", "top_k", "prompt"))
+    return sample
+
+
+def _parse_gpt(c, source, root):
+    """The gpt-char config (see tools/tessera-train --help); data.text relative to the config
+    file's folder (else to the repository root), the checkpoint relative to the root."""
+    cfg = {"task": "gpt-char", "name": c.string("name", os.path.splitext(os.path.basename(source))[0])}
+    cfg["model"] = _gpt_model(c.section("model", _REQUIRED))
+    cfg["data"] = _gpt_data(c.section("data", _REQUIRED), os.path.dirname(os.path.abspath(source)), root)
+    cfg["optimizer"] = _gpt_optimizer(c.section("optimizer", _REQUIRED))
+    cfg["max_iters"] = c.integer("max_iters", _REQUIRED)
+    cfg["schedule"] = _gpt_schedule(c.section("schedule", {}), cfg["max_iters"])
+    cfg["batch_size"] = c.integer("batch_size", _REQUIRED)
+    cfg["block_size"] = c.integer("block_size", cfg["model"]["block_size"])
+    if cfg["block_size"] > cfg["model"]["block_size"]:
+        c.fail(f"block_size ({cfg['block_size']}) is longer than model.block_size "
+               f"({cfg['model']['block_size']}), the model's context")
+    cfg["grad_clip"] = c.number("grad_clip", 1.0, 0)
+    cfg["eval_interval"] = c.integer("eval_interval", 250)
+    cfg["eval_iters"] = c.integer("eval_iters", 200)
+    cfg["log_interval"] = c.integer("log_interval", 10)
+    cfg["sample"] = _gpt_sample(c.section("sample", {}))
+    cfg["seed"] = c.integer("seed", 1337, low=0)
+    cfg["device"] = c.get("device", "cpu", is_device, DEVICE_WHAT)
+    cfg["autocast"] = c.choice("autocast", AUTOCAST, "none")
+    cfg["deterministic"] = c.get("deterministic", False, lambda v: isinstance(v, bool), "true or false")
+    cfg["checkpoint"] = resolve(root, c.string("checkpoint", f"runs/{cfg['name']}/checkpoint.safetensors"))
+    c.no_other_keys(("task", "name", "model", "data", "optimizer", "max_iters", "schedule", "batch_size",
+                     "block_size", "grad_clip", "eval_interval", "eval_iters", "log_interval", "sample",
+                     "seed", "device", "autocast", "deterministic", "checkpoint", "comment"))
+    return cfg
+
+
+def load(path, root, overrides=None):
+    """parse() of the JSON file at path (errors name the file as given), with the top-level
+    fields in `overrides` replaced first."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -211,4 +314,6 @@ def load(path, root):
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if overrides and isinstance(obj, dict):
+        obj.update(overrides)
     return parse(obj, path, root)

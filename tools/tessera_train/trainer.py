@@ -1,6 +1,7 @@
 """The tessera-train job: data, model, optimizer and schedule from a run config; per epoch a
 training pass with a progress bar, an evaluation on the test set, a checkpoint and the curve
-PNG; --resume continues from the checkpoint bit for bit. Written against the torch-like API,
+PNG; --resume continues from the checkpoint bit for bit. (The gpt-char task's loop is in
+gpt_task.py; run() hands such configs to it.) Written against the torch-like API,
 so the same loop runs on tessera (the job) and on torch (the reference in tools/bench-python)."""
 import math
 import os
@@ -157,11 +158,15 @@ def check_device(T, device, source):
     return device
 
 
-def run(cfg, source, repo_root, backend="tessera", resume=False, stop_after=None, log=sys.stderr):
+def run(cfg, source, repo_root, backend="tessera", resume=False, stop_after=None, log=sys.stderr,
+        profile=0):
     """Trains as cfg says and returns the final metrics dict (the JSON line)."""
     wall_start = time.perf_counter()
     T = load_backend(backend, repo_root)
     device = check_device(T, cfg["device"], source)
+    if cfg.get("task") == "gpt-char":
+        from . import gpt_task  # imports this module: not at the top
+        return gpt_task.run(T, cfg, source, device, backend, resume, stop_after, log, wall_start, profile)
     d = cfg["data"]
     x_train, y_train = data.load_split(d["path"], "train", d["normalize"], d["limit_train"])
     x_test, y_test = data.load_split(d["path"], "test", d["normalize"], d["limit_test"])
