@@ -734,6 +734,154 @@ Cases max_pool2d_cases() {
           typed("max_pool2d 2x2 dilation 2", {in({1, 1, 6, 6})}, pool(2, 1, 0, 2, 0))};
 }
 
+// ---- transformer ops (ABI 1.3) ---------------------------------------------------------------
+
+// An int64 tensor on the CPU: an index or target held fixed across the evaluations.
+Tensor int64_tensor(const Shape& shape, const std::vector<int64_t>& v) {
+  Tensor t;
+  ok(tsr_from_buffer(v.data(), shape.data(), static_cast<int32_t>(shape.size()), TSR_INT64, kCpu, t.out()));
+  return t;
+}
+
+// op(x..., index) with a fixed int64 index of the given shape.
+Fn with_index(const char* op, TsrAttrs a, Shape shape, std::vector<int64_t> index) {
+  return [op, a, shape, index](const std::vector<TsrTensor>& x, TsrTensor* out) {
+    Tensor t = int64_tensor(shape, index);
+    std::vector<TsrTensor> args = x;
+    args.push_back(t.get());
+    call(op, args, a, out);
+  };
+}
+
+Cases layer_norm_cases() {
+  auto ln = [](int64_t ndim, double eps) {
+    TsrAttrs a = attrs();
+    a.dim = ndim;
+    a.hp[0] = eps;
+    return [a](const std::vector<TsrTensor>& x, TsrTensor* out) { call("layer_norm", x, a, out); };
+  };
+  return {typed("layer_norm x, w, b", {in({3, 4}), in({4}), in({4})}, ln(1, 1e-5)),
+          typed("layer_norm normalized [3, 2]", {in({2, 3, 2}, Tr), in({3, 2}), in({3, 2}, St)}, ln(2, 1e-5)),
+          typed("layer_norm w only", {in({3, 5}), in({5})}, ln(1, 1e-5)),
+          typed("layer_norm no affine, eps 0.1", {in({2, 6}, St)}, ln(1, 0.1))};
+}
+
+// Attention; with dropout every evaluation re-seeds the generator, so the mask is the same.
+Cases attention_cases() {
+  auto sdpa = [](double scale, double p, bool causal, uint64_t seed) {
+    TsrAttrs a = attrs();
+    a.hp[0] = scale, a.hp[1] = p, a.hp[2] = causal ? 1 : 0;
+    return [a, p, seed](const std::vector<TsrTensor>& x, TsrTensor* out) {
+      if (p > 0) ok(tsr_manual_seed(seed));
+      call("scaled_dot_product_attention", x, a, out);
+    };
+  };
+  const char* op = "scaled_dot_product_attention";
+  return {typed(op, {in({1, 2, 3, 4}), in({1, 2, 5, 4}), in({1, 2, 5, 4})}, sdpa(0, 0, false, 0)),
+          typed(std::string(op) + " causal, T 4 > S 3",
+                {in({2, 1, 4, 3}), in({2, 1, 3, 3}), in({2, 1, 3, 3})}, sdpa(0, 0, true, 0)),
+          typed(std::string(op) + " causal, T 3 < S 5",
+                {in({1, 2, 3, 4}), in({1, 2, 5, 4}, St), in({1, 2, 5, 4})}, sdpa(0, 0, true, 0)),
+          typed(std::string(op) + " 3-D, scale 0.7", {in({2, 3, 4}), in({2, 4, 4}, Tr), in({2, 4, 4})},
+                sdpa(0.7, 0, false, 0)),
+          typed(std::string(op) + " dropout 0.3 (re-seeded)",
+                {in({1, 2, 3, 4}), in({1, 2, 4, 4}), in({1, 2, 4, 4})}, sdpa(0, 0.3, false, 77)),
+          typed(std::string(op) + " causal, dropout 0.5 (re-seeded)",
+                {in({1, 1, 4, 4}), in({1, 1, 4, 4}), in({1, 1, 4, 4})}, sdpa(0, 0.5, true, 78))};
+}
+
+Cases cross_entropy_cases() {
+  auto ce = [](std::vector<int64_t> target, double ignore, double eps) {
+    TsrAttrs a = attrs();
+    a.hp[0] = ignore, a.hp[1] = eps;
+    const Shape shape = {static_cast<int64_t>(target.size())};
+    return with_index("cross_entropy", a, shape, std::move(target));
+  };
+  return {typed("cross_entropy", {in({4, 5})}, ce({1, 0, 4, 2}, -100, 0)),
+          typed("cross_entropy ignore_index 2", {in({5, 3}, Tr)}, ce({2, 0, 1, 2, 1}, 2, 0)),
+          typed("cross_entropy label smoothing 0.1", {in({3, 4})}, ce({3, 3, 0}, -100, 0.1)),
+          typed("cross_entropy label smoothing 0.2, a row ignored", {in({4, 6}, St)},
+                ce({5, -100, 0, 1}, -100, 0.2))};
+}
+
+Cases index_select_cases() {
+  auto is = [](int64_t dim, std::vector<int64_t> index) {
+    TsrAttrs a = attrs();
+    a.dim = dim;
+    const Shape shape = {static_cast<int64_t>(index.size())};
+    return with_index("index_select", a, shape, std::move(index));
+  };
+  return {typed("index_select dim 0, repeated", {in({5, 3})}, is(0, {4, 0, 4, 2})),
+          typed("index_select dim 1", {in({2, 4, 3}, Tr)}, is(1, {3, 3, 1})),
+          typed("index_select dim -1", {in({3, 4}, St)}, is(-1, {0, 2}))};
+}
+
+Cases gather_cases() {
+  auto g = [](int64_t dim, Shape shape, std::vector<int64_t> index) {
+    TsrAttrs a = attrs();
+    a.dim = dim;
+    return with_index("gather", a, std::move(shape), std::move(index));
+  };
+  return {
+      typed("gather dim 1, repeated", {in({3, 4})}, g(1, {3, 2}, {0, 3, 3, 3, 2, 0})),
+      typed("gather dim 0", {in({3, 4}, Tr)}, g(0, {2, 4}, {0, 2, 1, 1, 2, 2, 0, 1})),
+      typed("gather dim -1, index longer", {in({2, 3}, St)}, g(-1, {2, 5}, {0, 1, 2, 2, 1, 1, 1, 0, 0, 2}))};
+}
+
+Cases tri_cases(const char* op) {
+  auto tri = [op](int64_t diagonal) {
+    TsrAttrs a = attrs();
+    a.index = diagonal;
+    return [op, a](const std::vector<TsrTensor>& x, TsrTensor* out) { call(op, x, a, out); };
+  };
+  std::string o = op;
+  return {typed(o + " diagonal 0", {in({3, 4})}, tri(0)), typed(o + " diagonal 1", {in({4, 3}, Tr)}, tri(1)),
+          typed(o + " diagonal -1, batched", {in({2, 3, 3}, St)}, tri(-1))};
+}
+
+// topk's values (its indices output released).
+Cases topk_cases() {
+  auto tk = [](int64_t dim, int64_t k, bool largest) {
+    TsrAttrs a = attrs();
+    a.dim = dim, a.index = k, a.hp[0] = largest ? 1 : 0;
+    return [a](const std::vector<TsrTensor>& x, TsrTensor* out) {
+      TsrTensor o[2] = {nullptr, nullptr};
+      ok(tsr_call(op_id("topk"), x.data(), 1, &a, o, 2));
+      tsr_release(o[1]);
+      *out = o[0];
+    };
+  };
+  return {typed("topk largest k 2, dim 1", {in({3, 5})}, tk(1, 2, true)),
+          typed("topk smallest k 3, dim 0", {in({4, 3}, Tr)}, tk(0, 3, false)),
+          typed("topk k = size", {in({6}, St)}, tk(0, 6, true))};
+}
+
+// dropout re-seeded before every evaluation: the same mask each time.
+Cases dropout_cases() {
+  auto dr = [](double p, uint64_t seed) {
+    TsrAttrs a = attrs();
+    a.hp[0] = p;
+    return [a, seed](const std::vector<TsrTensor>& x, TsrTensor* out) {
+      ok(tsr_manual_seed(seed));
+      call("dropout", x, a, out);
+    };
+  };
+  return {typed("dropout p 0.4 (re-seeded)", {in({4, 5})}, dr(0.4, 11)),
+          typed("dropout p 0.5 (re-seeded)", {in({3, 4}, St)}, dr(0.5, 12)),
+          typed("dropout p 0", {in({6})}, dr(0, 13))};
+}
+
+Cases cat_cases() {
+  auto ct = [](int64_t dim) {
+    TsrAttrs a = attrs();
+    a.dim = dim;
+    return [a](const std::vector<TsrTensor>& x, TsrTensor* out) { call("cat", x, a, out); };
+  };
+  return {typed("cat dim 0", {in({2, 3}), in({1, 3})}, ct(0)),
+          typed("cat dim -1", {in({2, 2}, Tr), in({2, 3}, St)}, ct(-1)),
+          typed("cat three, dim 1", {in({2, 1, 2}), in({2, 3, 2}), in({2, 2, 2}, Tr)}, ct(1))};
+}
+
 // The case of each differentiable op, by name.
 std::map<std::string, std::function<Cases()>> all_cases() {
   using S = InputSpec (*)(Shape, Layout);
@@ -774,6 +922,16 @@ std::map<std::string, std::function<Cases()>> all_cases() {
       {"matmul", matmul_cases},
       {"conv2d", conv2d_cases},
       {"max_pool2d", max_pool2d_cases},
+      {"layer_norm", layer_norm_cases},
+      {"scaled_dot_product_attention", attention_cases},
+      {"cross_entropy", cross_entropy_cases},
+      {"index_select", index_select_cases},
+      {"gather", gather_cases},
+      {"triu", [] { return tri_cases("triu"); }},
+      {"tril", [] { return tri_cases("tril"); }},
+      {"topk", topk_cases},
+      {"dropout", dropout_cases},
+      {"cat", cat_cases},
   };
 }
 
