@@ -219,4 +219,46 @@ inline unsigned grid_for(int64_t n, int threads, int per_thread = 1) {
   return static_cast<unsigned>(b);
 }
 
+// ---------------------------------------------------------------------------------------
+// Philox4x32-10 (Salmon et al., Random123) as plugin.h's RANDOM rule and the CPU plugin: key
+// (lo32(seed), hi32(seed)), counter (lo32(counter), hi32(counter), 0, 0). Element e of a
+// one-lane-per-element draw takes counter offset + e/4, lane e%4, u = (x + 0.5) * 2^-32.
+// Device code only (.cu files; plugin.cpp includes this header through the host compiler).
+#ifdef __CUDACC__
+__device__ __forceinline__ void philox4x32_10(uint64_t seed, uint64_t counter, uint32_t (&out)[4]) {
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
+#pragma unroll
+  for (int round = 0; round < 10; ++round) {
+    if (round > 0) {
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    const uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
+    const uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
+    const uint32_t n0 = hi1 ^ c1 ^ k0;
+    const uint32_t n2 = hi0 ^ c3 ^ k1;
+    c1 = lo1;
+    c3 = lo0;
+    c0 = n0;
+    c2 = n2;
+  }
+  out[0] = c0;
+  out[1] = c1;
+  out[2] = c2;
+  out[3] = c3;
+}
+
+// u = (x + 0.5) * 2^-32, in (0, 1): exact in double.
+__device__ __forceinline__ double philox_unit(uint32_t x) { return (static_cast<double>(x) + 0.5) * 0x1.0p-32; }
+
+// u of element e (one lane per element).
+__device__ __forceinline__ double philox_uniform(uint64_t seed, uint64_t offset, uint64_t e) {
+  uint32_t x[4];
+  philox4x32_10(seed, offset + (e >> 2), x);
+  const uint32_t l = static_cast<uint32_t>(e & 3);
+  return philox_unit(l == 0 ? x[0] : l == 1 ? x[1] : l == 2 ? x[2] : x[3]);
+}
+#endif  // __CUDACC__
+
 }  // namespace tcu

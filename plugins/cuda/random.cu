@@ -1,6 +1,7 @@
-// Random fills of the CUDA plugin: uniform, normal and bernoulli from Philox4x32-10 with
-// exactly plugin.h's counter layout and plugins/cpu/random.cpp's double arithmetic (no fused
-// multiply-adds), so a (seed, offset) gives the CPU plugin's numbers element for element.
+// Random fills of the CUDA plugin: uniform, normal and bernoulli from Philox4x32-10
+// (cuda_common.cuh) with exactly plugin.h's counter layout and plugins/cpu/random.cpp's double
+// arithmetic (no fused multiply-adds), so a (seed, offset) gives the CPU plugin's numbers
+// element for element.
 #include <type_traits>
 
 #include "cuda_common.cuh"
@@ -9,35 +10,6 @@ namespace tcu {
 namespace {
 
 constexpr int kThreads = 256;
-
-// Philox4x32-10 (Salmon et al., Random123): key (lo32(seed), hi32(seed)), counter
-// (lo32(counter), hi32(counter), 0, 0); the CPU plugin's round order.
-__device__ __forceinline__ void philox4x32_10(uint64_t seed, uint64_t counter, uint32_t (&out)[4]) {
-  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
-#pragma unroll
-  for (int round = 0; round < 10; ++round) {
-    if (round > 0) {
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
-    }
-    const uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
-    const uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
-    const uint32_t n0 = hi1 ^ c1 ^ k0;
-    const uint32_t n2 = hi0 ^ c3 ^ k1;
-    c1 = lo1;
-    c3 = lo0;
-    c0 = n0;
-    c2 = n2;
-  }
-  out[0] = c0;
-  out[1] = c1;
-  out[2] = c2;
-  out[3] = c3;
-}
-
-// u = (x + 0.5) * 2^-32, in (0, 1): exact in double.
-__device__ __forceinline__ double to_unit(uint32_t x) { return (static_cast<double>(x) + 0.5) * 0x1.0p-32; }
 
 // double -> storage type with the CPU's store rules (float16/bfloat16 through float, integers
 // by truncation through int64, bool is != 0).
@@ -76,13 +48,13 @@ __global__ void __launch_bounds__(kThreads)
     if (i >= n) break;
     double v;
     if constexpr (kDist == Dist::Normal) {
-      const double u1 = to_unit(lanes[2 * e]), u2 = to_unit(lanes[2 * e + 1]);
+      const double u1 = philox_unit(lanes[2 * e]), u2 = philox_unit(lanes[2 * e + 1]);
       const double z = __dmul_rn(sqrt(__dmul_rn(-2.0, log(u1))), cos(__dmul_rn(2.0 * 3.14159265358979323846, u2)));
       v = __dadd_rn(p1, __dmul_rn(p2, z));
     } else if constexpr (kDist == Dist::Uniform) {
-      v = __dadd_rn(p1, __dmul_rn(__dsub_rn(p2, p1), to_unit(lanes[e])));
+      v = __dadd_rn(p1, __dmul_rn(__dsub_rn(p2, p1), philox_unit(lanes[e])));
     } else {
-      v = to_unit(lanes[e]) < p1 ? 1.0 : 0.0;
+      v = philox_unit(lanes[e]) < p1 ? 1.0 : 0.0;
     }
     const int64_t off = linear ? i * st.s[0] : offset_of(i, g, st);
     store_double<T>(out + off * static_cast<int64_t>(sizeof(T)), v);
