@@ -7,7 +7,9 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <new>
 #include <type_traits>
 
 #include "tessera/plugin.h"
@@ -337,5 +339,81 @@ TSR_INLINE C exp_c(C x) {
   if constexpr (std::is_same_v<C, float>) return exp_f32(x);
   else return std::exp(x);
 }
+
+// ---------------------------------------------------------------------------------------
+// For kernels' messages and checks: dtype names, "[2, 3, 4]" shapes, element counts.
+
+inline const char* dtype_name(int32_t dt) {
+  static const char* const names[TSR_NUM_DTYPES] = {"bool",    "uint8",    "int32",   "int64",
+                                                    "float16", "bfloat16", "float32", "float64"};
+  return dt >= 0 && dt < TSR_NUM_DTYPES ? names[dt] : "unknown dtype";
+}
+
+struct ShapeStr {
+  char s[8 + TSR_MAX_DIMS * 22];
+  explicit ShapeStr(const TsrTensorDesc& d) {
+    int n = std::snprintf(s, sizeof(s), "[");
+    for (int i = 0; i < d.ndim && i < TSR_MAX_DIMS; ++i)
+      n += std::snprintf(s + n, sizeof(s) - n, i ? ", %lld" : "%lld", static_cast<long long>(d.sizes[i]));
+    std::snprintf(s + n, sizeof(s) - n, "]");
+  }
+  const char* c_str() const { return s; }
+};
+
+inline int64_t elem_count(const TsrTensorDesc& d) {
+  int64_t n = 1;
+  for (int i = 0; i < d.ndim; ++i) n *= d.sizes[i];
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------
+// Philox4x32-10 (Salmon et al., Random123): key (lo32(seed), hi32(seed)), counter
+// (lo32(counter), hi32(counter), 0, 0). plugin.h's RANDOM rule: element i takes counter
+// offset + i/4, lane i%4, u = (x + 0.5) * 2^-32. Used by random.cpp and the SAMPLE ops.
+
+TSR_INLINE void philox4x32_10(uint64_t seed, uint64_t counter, uint32_t out[4]) {
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
+  for (int round = 0; round < 10; ++round) {
+    if (round > 0) {
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    const uint64_t p0 = uint64_t{0xD2511F53u} * c0;
+    const uint64_t p1 = uint64_t{0xCD9E8D57u} * c2;
+    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
+    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
+    c1 = static_cast<uint32_t>(p1);
+    c3 = static_cast<uint32_t>(p0);
+    c0 = n0;
+    c2 = n2;
+  }
+  out[0] = c0;
+  out[1] = c1;
+  out[2] = c2;
+  out[3] = c3;
+}
+
+// bernoulli_'s test u < q (u = (x + 0.5) * 2^-32, compared in double) as an integer one:
+// x < philox_threshold(q) exactly when u < q, for every 32-bit x and q in [0, 1].
+inline uint64_t philox_threshold(double q) {
+  const double c = std::ceil(q * 0x1.0p32 - 0.5);  // q * 2^32 - 0.5 is exact where it matters
+  return c <= 0 ? 0 : static_cast<uint64_t>(c);
+}
+
+// Scratch memory inside a parallel task, which must not throw: on failure data() is null,
+// the task sets a flag and the kernel raises out-of-memory after the parallel region.
+template <class T>
+class TaskBuffer {
+ public:
+  explicit TaskBuffer(size_t n) : p_(new (std::nothrow) T[n > 0 ? n : 1]) {}
+  ~TaskBuffer() { delete[] p_; }
+  TaskBuffer(const TaskBuffer&) = delete;
+  TaskBuffer& operator=(const TaskBuffer&) = delete;
+  T* data() const { return p_; }
+
+ private:
+  T* p_;
+};
 
 }  // namespace tessera_cpu

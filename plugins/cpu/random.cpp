@@ -1,5 +1,5 @@
-// Random fills of the CPU plugin: uniform, normal and bernoulli from Philox4x32-10 with
-// exactly the counter layout plugin.h specifies, so results depend only on (seed, offset)
+// Random fills of the CPU plugin: uniform, normal and bernoulli from Philox4x32-10 (cpu.h)
+// with exactly the counter layout plugin.h specifies, so results depend only on (seed, offset)
 // and the element's row-major index, never on how threads split the work.
 #include "cpu.h"
 
@@ -8,30 +8,6 @@ namespace {
 
 constexpr int64_t kBlock = 1024;
 constexpr int64_t kGrain = 16384;
-
-// Philox4x32-10 (Salmon et al., Random123): key (k0, k1), counter (c0, c1, 0, 0).
-TSR_INLINE void philox4x32_10(uint64_t seed, uint64_t counter, uint32_t out[4]) {
-  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
-  for (int round = 0; round < 10; ++round) {
-    if (round > 0) {
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
-    }
-    const uint64_t p0 = uint64_t{0xD2511F53u} * c0;
-    const uint64_t p1 = uint64_t{0xCD9E8D57u} * c2;
-    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
-    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
-    c1 = static_cast<uint32_t>(p1);
-    c3 = static_cast<uint32_t>(p0);
-    c0 = n0;
-    c2 = n2;
-  }
-  out[0] = c0;
-  out[1] = c1;
-  out[2] = c2;
-  out[3] = c3;
-}
 
 TSR_INLINE double to_unit(uint32_t x) { return (static_cast<double>(x) + 0.5) * 0x1.0p-32; }
 
