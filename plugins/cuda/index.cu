@@ -375,20 +375,7 @@ int32_t tri_entry(const TsrKernelArgs* a) {
     else
       tri_kernel<B, 1, kUpper><<<blocks_for(a, n), kThreads, 0, s>>>(xp, op, n, rows, cols, diag);
   };
-  switch (sz) {
-    case 1:
-      go(std::integral_constant<int, 1>{});
-      break;
-    case 2:
-      go(std::integral_constant<int, 2>{});
-      break;
-    case 4:
-      go(std::integral_constant<int, 4>{});
-      break;
-    default:
-      go(std::integral_constant<int, 8>{});
-      break;
-  }
+  with_word(sz, go);
   return check_launch(a, kUpper ? "triu_kernel" : "tril_kernel");
 }
 
