@@ -109,7 +109,11 @@ void save(Node& n, uint32_t mask, TensorImpl* const* x, TensorImpl& out, TensorI
   if (mask & kSaveOut)
     n.saved_[kSavedOutput] = {make_view(out, out.sizes_, out.strides_, out.ndim_, out.offset_).release(),
                               out.version()};
-  n.saved_mask_ = mask;
+  // Only the slots filled: a rule may name an optional input the call did not pass
+  // (layer_norm's weight), which is then neither kept nor checked.
+  const uint32_t inputs = (1u << n.num_inputs_) - 1;
+  const uint32_t aux_filled = ((1u << std::min(num_aux, 2)) - 1) << kSavedAux;
+  n.saved_mask_ = mask & (inputs | kSaveOut | aux_filled);
 }
 
 // Drops m's history: its node's reference, and the node's retain_grad slot when it is m.
@@ -349,7 +353,7 @@ void check_saved(const Node& n) {
              "freed by the first backward; pass retain_graph=1 to the first backward");
   for (int i = 0; i < kNumSaved; ++i) {
     const SavedTensor& s = n.saved_[i];
-    if (!(n.saved_mask_ >> i & 1) || !s.t_ || s.t_->version() == s.version_) continue;  // t_: an absent optional input
+    if (!(n.saved_mask_ >> i & 1) || s.t_->version() == s.version_) continue;
     std::string which = i == kSavedOutput ? "output"
                         : i >= kSavedAux  ? "output " + std::to_string(i - kSavedAux + 1)
                                           : "input " + std::to_string(i);

@@ -30,9 +30,9 @@ void warn_cpu_fallback(int32_t op, TsrDevice dev);
 // The kernel's view of t, and of t broadcast to the given sizes (stride 0 on broadcast dims).
 TsrTensorDesc desc(const TensorImpl& t);
 void broadcast_desc(TsrTensorDesc& d, const TensorImpl& t, const int64_t* sizes, int32_t ndim);
-// Calls the kernel with one output; a failing kernel becomes an Error naming plugin and device.
+// Calls the kernel (outputs first); a failing kernel becomes an Error naming plugin and device.
 void run(const KernelSlot& s, int32_t op, TsrTensorDesc* outs, const TsrTensorDesc* ins, int32_t nin,
-         const TsrAttrs& attrs);
+         const TsrAttrs& attrs, int32_t nout = 1);
 
 // dst[...] = src through dst's device's copy kernel (src broadcast to dst's sizes, same device).
 void copy_kernel(TensorImpl& dst, const TensorImpl& src);

@@ -132,8 +132,8 @@ void broadcast_desc(TsrTensorDesc& d, const TensorImpl& t, const int64_t* sizes,
 }
 
 void run(const KernelSlot& s, int32_t op, TsrTensorDesc* outs, const TsrTensorDesc* ins, int32_t nin,
-         const TsrAttrs& attrs) {
-  TsrKernelArgs args{sizeof(TsrKernelArgs), op, kOpInfo[op].name, 1, nin, outs, ins, &attrs,
+         const TsrAttrs& attrs, int32_t nout) {
+  TsrKernelArgs args{sizeof(TsrKernelArgs), op, kOpInfo[op].name, nout, nin, outs, ins, &attrs,
                      current_stream(outs[0].device), s.ctx};
   if (int32_t st = s.fn(&args); st != TSR_OK) [[unlikely]] {
     std::string msg = last_error();
@@ -616,13 +616,11 @@ void random(int32_t op, int32_t nin, const TsrAttrs& attrs, TensorImpl** outs) {
       op_fail(TSR_ERR_INVALID_ARGUMENT, op, "output has elements that share memory", &self, 1);
   const KernelSlot& slot = resolve(op, out->device_, out->dtype_);
   if (int64_t numel = out->numel(); numel > 0) {
-    Generator& g = g_generators[out->device_.type];
     TsrAttrs k = attrs;
     k.scalar = tsr_scalar_float(p0);  // probabilities and bounds stay doubles
     k.scalar2 = tsr_scalar_float(p1);
-    k.seed = g.seed.load(std::memory_order_relaxed);
-    uint64_t per = op == kOp_normal ? 2 : 4;
-    k.offset = g.offset.fetch_add((static_cast<uint64_t>(numel) + per - 1) / per, std::memory_order_relaxed);
+    const uint64_t per = op == kOp_normal ? 2 : 4;
+    generator_take(out->device_, (static_cast<uint64_t>(numel) + per - 1) / per, &k.seed, &k.offset);
     TsrTensorDesc o = desc(*out);
     run(slot, op, &o, nullptr, 0, k);
   }

@@ -12,7 +12,6 @@
 
 #include "dispatch.h"
 #include "ops.h"
-#include "streams.h"
 
 namespace tessera {
 
@@ -100,15 +99,10 @@ int64_t norm_dim(int32_t op, TensorImpl* const* in, int32_t n, int64_t dim, int3
   return dim < 0 ? dim + nd : dim;
 }
 
-// Calls the kernel with several outputs; a failing kernel becomes an Error naming the device.
+// Calls op's kernel for (dev, dtype) with several outputs.
 void run_n(int32_t op, TsrDevice dev, int32_t dtype, TsrTensorDesc* outs, int32_t nout, const TsrTensorDesc* ins,
            int32_t nin, const TsrAttrs& attrs) {
-  const KernelSlot& s = resolve(op, dev, dtype);
-  TsrKernelArgs args{sizeof(TsrKernelArgs), op, kOpInfo[op].name, nout, nin, outs, ins, &attrs, current_stream(dev),
-                     s.ctx};
-  if (int32_t st = s.fn(&args); st != TSR_OK) [[unlikely]]
-    fail(st, prefix(op) + "kernel of plugin '" + (s.plugin ? s.plugin->name : "?") + "' failed on " +
-                 device_str(dev) + ": " + last_error());
+  run(resolve(op, dev, dtype), op, outs, ins, nin, attrs, nout);
 }
 
 // Draws `numbers` Philox numbers' worth of counters for op (unless attrs replay a mask:
@@ -116,10 +110,7 @@ void run_n(int32_t op, TsrDevice dev, int32_t dtype, TsrTensorDesc* outs, int32_
 TsrAttrs draw(const TsrAttrs& attrs, TsrDevice dev, int64_t numbers, int replay) {
   TsrAttrs k = attrs;
   if (attrs.hp[replay] != 1) {
-    uint64_t seed = 0, offset = 0;
-    generator_take(dev, (static_cast<uint64_t>(numbers) + 3) / 4, &seed, &offset);
-    k.seed = seed;
-    k.offset = offset;
+    generator_take(dev, (static_cast<uint64_t>(numbers) + 3) / 4, &k.seed, &k.offset);
   }
   t_drawn = {k.seed, k.offset, true};
   return k;
