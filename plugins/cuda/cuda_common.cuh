@@ -109,11 +109,12 @@ __host__ __device__ __forceinline__ To cast(From v) {
   }
 }
 
-// Calls f(T{}) with T the storage type of dtype; returns false for an unknown dtype.
-template <class F>
+// Calls f(T{}) with T the storage type of dtype (BoolT for bool: elementwise.cu's one-byte
+// Bool8); returns false for an unknown dtype.
+template <class BoolT = bool, class F>
 bool dispatch_dtype(int32_t dtype, F&& f) {
   switch (dtype) {
-    case TSR_BOOL: f(bool{}); return true;
+    case TSR_BOOL: f(BoolT{}); return true;
     case TSR_UINT8: f(uint8_t{}); return true;
     case TSR_INT32: f(int32_t{}); return true;
     case TSR_INT64: f(int64_t{}); return true;

@@ -108,22 +108,6 @@ C scalar_as(const TsrScalar& s) {
   return s.kind == TSR_SCALAR_FLOAT ? conv<C>(s.v.f) : conv<C>(s.v.i);
 }
 
-// Calls f(T{}) with T the storage type of dt; false for an unknown dtype.
-template <class F>
-bool for_dtype(int32_t dt, F&& f) {
-  switch (dt) {
-    case TSR_BOOL: f(Bool8{}); return true;
-    case TSR_UINT8: f(uint8_t{}); return true;
-    case TSR_INT32: f(int32_t{}); return true;
-    case TSR_INT64: f(int64_t{}); return true;
-    case TSR_FLOAT16: f(half{}); return true;
-    case TSR_BFLOAT16: f(bf16{}); return true;
-    case TSR_FLOAT32: f(float{}); return true;
-    case TSR_FLOAT64: f(double{}); return true;
-    default: return false;
-  }
-}
-
 __host__ __device__ inline bool is_float_dtype(int32_t dt) {
   return dt == TSR_FLOAT16 || dt == TSR_BFLOAT16 || dt == TSR_FLOAT32 || dt == TSR_FLOAT64;
 }
@@ -759,7 +743,7 @@ int32_t unary_call(const TsrKernelArgs* a) {
   if (int32_t st = gather<1>(a, -1, opnds)) return st;
   const int32_t dt = a->outputs[0].dtype;
   int32_t status = TSR_OK;
-  if (!for_dtype(dt, [&](auto t) {
+  if (!dispatch_dtype<Bool8>(dt, [&](auto t) {
         using T = decltype(t);
         if constexpr (kAllowed<Mask, T>) {
           using C = compute_of<T>;
@@ -779,7 +763,7 @@ int32_t binary_call(const TsrKernelArgs* a) {
   if (int32_t st = gather<2>(a, slot, opnds)) return st;
   const int32_t dt = a->outputs[0].dtype;
   int32_t status = TSR_OK;
-  if (!for_dtype(dt, [&](auto t) {
+  if (!dispatch_dtype<Bool8>(dt, [&](auto t) {
         using T = decltype(t);
         if constexpr (kAllowed<Mask, T>) {
           using C = compute_of<T>;
@@ -807,7 +791,7 @@ int32_t compare_call(const TsrKernelArgs* a) {
   if (int32_t st = gather<2>(a, slot, opnds)) return st;
   const int32_t dt = opnds[slot == 0 ? 1 : 0]->dtype;
   int32_t status = TSR_OK;
-  if (!for_dtype(dt, [&](auto t) {
+  if (!dispatch_dtype<Bool8>(dt, [&](auto t) {
         using C = compute_of<decltype(t)>;
         status = run_map<false, void>(a, Op<C>(*a->attrs), opnds, scalar_as<C>(a->attrs->scalar), slot);
       }))
@@ -821,7 +805,7 @@ int32_t where_call(const TsrKernelArgs* a) {
   if (int32_t st = gather<3>(a, slot, opnds)) return st;
   const int32_t dt = a->outputs[0].dtype;
   int32_t status = TSR_OK;
-  if (!for_dtype(dt, [&](auto t) {
+  if (!dispatch_dtype<Bool8>(dt, [&](auto t) {
         using C = compute_of<decltype(t)>;
         status = run_map<false, void>(a, Where<C>(*a->attrs), opnds, scalar_as<C>(a->attrs->scalar), slot);
       }))
@@ -968,7 +952,7 @@ int32_t copy_call(const TsrKernelArgs* a) {
     const int width = 16 / static_cast<int>(std::max(itemsize(out.dtype), itemsize(in.dtype)));
     const unsigned grid = blocks_for(n / width, int64_t{kThreads} * vecs_per_thread(width));
     if (grid == 0) return too_large(a);
-    for_dtype(out.dtype, [&](auto t) {
+    dispatch_dtype<Bool8>(out.dtype, [&](auto t) {
       using D = decltype(t);
       convert_contig_kernel<D><<<grid, kThreads, 0, s>>>(static_cast<D*>(out.data), in.data, in.dtype, n);
     });
@@ -1031,7 +1015,7 @@ int32_t fill_call(const TsrKernelArgs* a) {
   TsrTensorDesc& out = a->outputs[0];
   const TsrScalar& sc = a->attrs->scalar;
   alignas(8) unsigned char bytes[8] = {};
-  if (!for_dtype(out.dtype, [&](auto t) {
+  if (!dispatch_dtype<Bool8>(out.dtype, [&](auto t) {
         using T = decltype(t);
         const T v = sc.kind == TSR_SCALAR_FLOAT ? conv<T>(sc.v.f) : conv<T>(sc.v.i);
         std::memcpy(bytes, &v, sizeof(T));
@@ -1119,7 +1103,7 @@ int32_t arange_call(const TsrKernelArgs* a) {
   if (grid == 0) return too_large(a);
   const double fstart = scalar_as<double>(at.scalar), fstep = scalar_as<double>(at.scalar3);
   const int64_t istart = scalar_as<int64_t>(at.scalar), istep = scalar_as<int64_t>(at.scalar3);
-  if (!for_dtype(out.dtype, [&](auto t) {
+  if (!dispatch_dtype<Bool8>(out.dtype, [&](auto t) {
         using T = decltype(t);
         arange_kernel<T><<<grid, kThreads, 0, stream_of(a)>>>(static_cast<T*>(out.data), stride, n, fstart, fstep,
                                                               istart, istep);
