@@ -143,7 +143,8 @@ std::optional<Case> find_reduction_case(const OpEntry& op);
 std::optional<Case> find_random_case(const OpEntry& op);
 std::optional<Case> find_view_case(const OpEntry& op);
 std::optional<Case> find_nn_case(const OpEntry& op);
-std::optional<Case> find_transformer_case(const OpEntry& op);
+std::optional<Case> find_transformer_nn_case(const OpEntry& op);
+std::optional<Case> find_transformer_index_case(const OpEntry& op);
 
 // The dtypes an op's `types` column allows (ops.def header).
 uint32_t allowed_dtypes(Types types);

@@ -57,7 +57,7 @@ const OpEntry kOps[kNumOps] = {
 
 std::optional<Case> find_case(const OpEntry& op) {
   for (auto find : {find_elementwise_case, find_reduction_case, find_random_case, find_view_case, find_nn_case,
-                     find_transformer_case})
+                     find_transformer_nn_case, find_transformer_index_case})
     if (std::optional<Case> c = find(op)) return c;
   return std::nullopt;
 }

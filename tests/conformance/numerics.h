@@ -1,6 +1,6 @@
 // Host-side numerics of the conformance suite, independent of every plugin: dtype facts,
 // our own float16/bfloat16 encode/decode, rounding a double to what a dtype stores,
-// PyTorch's type promotion, a fixed-seed generator and row-major index helpers.
+// PyTorch's type promotion, Philox4x32-10, a fixed-seed generator and row-major index helpers.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +45,13 @@ int32_t scalar_dtype(const TsrScalar& s);
 double scalar_value(const TsrScalar& s);
 // PyTorch's can_cast: no float -> int, no non-bool -> bool.
 bool can_cast(int32_t from, int32_t to);
+
+// Philox4x32-10 (Random123) of counter ctr under key: the RANDOM stream of plugin.h.
+void philox(const uint32_t ctr_in[4], const uint32_t key_in[2], uint32_t out[4]);
+// Lane `lane` of counter n under seed, as u = (x + 0.5) * 2^-32.
+double philox_u(uint64_t seed, uint64_t n, int lane);
+// Whether philox gives Random123's known answer for counter 0, key 0.
+bool philox_known_answer();
 
 // splitmix64: a fixed-seed generator, the same on every machine.
 class Rng {

@@ -3,7 +3,6 @@
 // reference indexing, storage shared with the base).
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <functional>
 #include <map>
 
@@ -13,34 +12,6 @@ namespace conf {
 namespace {
 
 // ---- RANDOM -------------------------------------------------------------------------
-
-// Philox4x32-10 (Random123) of counter ctr under key.
-void philox(const uint32_t ctr_in[4], const uint32_t key_in[2], uint32_t out[4]) {
-  uint32_t c[4] = {ctr_in[0], ctr_in[1], ctr_in[2], ctr_in[3]}, k[2] = {key_in[0], key_in[1]};
-  for (int round = 0; round < 10; ++round) {
-    uint64_t p0 = 0xD2511F53ull * c[0], p1 = 0xCD9E8D57ull * c[2];
-    uint32_t next[4] = {static_cast<uint32_t>(p1 >> 32) ^ c[1] ^ k[0], static_cast<uint32_t>(p1),
-                        static_cast<uint32_t>(p0 >> 32) ^ c[3] ^ k[1], static_cast<uint32_t>(p0)};
-    std::memcpy(c, next, sizeof c);
-    k[0] += 0x9E3779B9u;
-    k[1] += 0xBB67AE85u;
-  }
-  std::memcpy(out, c, sizeof c);
-}
-
-// Lane `lane` of counter n under seed, as u = (x + 0.5) * 2^-32.
-double philox_u(uint64_t seed, uint64_t n, int lane) {
-  uint32_t ctr[4] = {static_cast<uint32_t>(n), static_cast<uint32_t>(n >> 32), 0, 0};
-  uint32_t key[2] = {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)}, x[4];
-  philox(ctr, key, x);
-  return (x[lane] + 0.5) * 0x1p-32;
-}
-
-bool philox_known_answer() {
-  uint32_t zero[4] = {0, 0, 0, 0}, key[2] = {0, 0}, x[4];
-  philox(zero, key, x);
-  return x[0] == 0x6627e8d5u && x[1] == 0xe169c58du && x[2] == 0xbc57ac4cu && x[3] == 0x9b00dbd8u;
-}
 
 struct RandomRef {
   double p0, p1;  // the op's two scalars
