@@ -224,8 +224,10 @@ def test_gpt_run_prints_metrics_sample_and_checkpoint(tmp_path):
     code, out, err = train(tiny_gpt_config(tmp_path))
     assert code == 0, err
     result = last_json(out)
-    for key in ("val_loss", "train_loss", "iters", "ms_per_iter", "tokens_per_s"):
+    for key in ("val_loss", "train_loss", "whole_val_loss", "iters", "ms_per_iter", "tokens_per_s"):
         assert result[key] is not None, (key, result)
+    assert abs(result["whole_val_loss"] - result["val_loss"]) < 0.3, result  # the same model, every window
+    assert "over the whole validation split" in err, err
     assert result["iters"] == 16 and result["eval_iter"] == 16 and result["val_loss"] < 4.0, result
     assert result["best_val_loss"] <= result["val_loss"] and result["best_iter"] in (0, 8, 16), result
     assert "step 0: train loss" in err and "step 16: train loss" in err and "iter 16/16" in err, err
@@ -247,6 +249,7 @@ def test_gpt_resume_is_exact(tmp_path, device):
     code, out, err = train(cut, "--stop-after", "5")
     assert code == 0, err
     assert last_json(out)["iters"] == 5 and last_json(out)["sample"] is None
+    assert last_json(out)["whole_val_loss"] is None  # only a finished run is measured on the whole split
     code, out_cut, err = train(cut, "--resume")
     assert code == 0, err
     assert "resumed from" in err and "at iteration 5" in err, err

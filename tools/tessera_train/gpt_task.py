@@ -23,6 +23,8 @@ import math
 import os
 import time
 
+import numpy as np
+
 from . import checkpoint
 from .text import Batches, CharText, eval_rng, sample
 from .trainer import TrainError
@@ -108,10 +110,11 @@ def _tensor(T, array, device):
     return t if device == "cpu" else t.to(device)
 
 
-def estimate_loss(T, model, text, cfg, it, device):
-    """{"train": mean loss, "val": mean loss} over eval_iters batches of each split, in eval
-    mode without grad, from the evaluation generator of iteration `it`."""
-    rng = eval_rng(cfg["seed"], it)
+def estimate_loss(T, model, text, cfg, it, device, rng=None):
+    """{"train": mean loss, "val": mean loss} over eval_iters batches of each split (train
+    first), in eval mode without grad, drawn from rng (default: the evaluation generator of
+    iteration `it`)."""
+    rng = eval_rng(cfg["seed"], it) if rng is None else rng
     out = {}
     model.eval()
     with T.no_grad():
@@ -126,6 +129,27 @@ def estimate_loss(T, model, text, cfg, it, device):
             out[split] = total.item() / cfg["eval_iters"]
     model.train()
     return out
+
+
+def whole_split_loss(T, model, text, cfg, device, split="val"):
+    """Mean loss over every consecutive block_size window of a split, in eval mode without
+    grad (batches of 64 windows): the figure that estimate_loss's eval_iters random batches
+    sample."""
+    L = cfg["block_size"]
+    ids = text.split(split)
+    n = (len(ids) - 1) // L
+    x, y = ids[:n * L].reshape(n, L), ids[1:n * L + 1].reshape(n, L)  # each (n, L)
+    total = 0.0
+    model.eval()
+    with T.no_grad():
+        for i in range(0, n, 64):
+            xb = _tensor(T, np.ascontiguousarray(x[i:i + 64]), device)  # (<=64, L)
+            yb = _tensor(T, np.ascontiguousarray(y[i:i + 64]), device)
+            with autocast(T, cfg, device):
+                _, loss = model(xb, yb)
+            total += loss.detach().float().item() * xb.shape[0]
+    model.train()
+    return total / n
 
 
 def generate_sample(T, model, text, cfg, device):
@@ -320,6 +344,11 @@ def run(T, cfg, source, device, backend="tessera", resume=False, stop_after=None
         evaluate(it)
     if dirty:
         save(it)
+    whole_val = None
+    if finished:
+        whole_val = whole_split_loss(T, model, text, cfg, device)
+        print(f"step {it}: val loss {whole_val:.4f} over the whole validation split "
+              f"({(len(text.val) - 1) // cfg['block_size']} windows of {cfg['block_size']})", file=log)
     sample_text, sample_path = None, None
     if finished and cfg["sample"]["tokens"] > 0:
         sample_text = generate_sample(T, model, text, cfg, device)
@@ -337,6 +366,7 @@ def run(T, cfg, source, device, backend="tessera", resume=False, stop_after=None
         "train_loss": final.get("train_loss"),
         "iters": it,
         "eval_iter": final.get("iter"),
+        "whole_val_loss": whole_val,  # the final model on every window of the split, not eval_iters batches
         "best_val_loss": best.get("val_loss"),  # nanoGPT's figure: the run overfits later on
         "best_iter": best.get("iter"),
         "ms_per_iter": round(ms, 3) if ms else None,
@@ -356,4 +386,5 @@ def run(T, cfg, source, device, backend="tessera", resume=False, stop_after=None
     return result
 
 
-__all__ = ["run", "TrainError", "lr_at", "step_seed", "gpt_classes", "build"]
+__all__ = ["run", "TrainError", "lr_at", "step_seed", "gpt_classes", "build", "estimate_loss", "train_step",
+           "whole_split_loss"]
