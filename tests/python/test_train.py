@@ -277,6 +277,37 @@ def test_gpt_torch_backend_runs_the_same_config(tmp_path):
     assert result["backend"] == "torch" and result["iters"] == 16 and result["val_loss"] < 4.0, result
 
 
+def replay(*args):
+    """(exit status, stdout, stderr) of tools/gpt-replay with args."""
+    p = subprocess.run([sys.executable, os.path.join(REPO, "tools", "gpt-replay"), *args],
+                       capture_output=True, text=True, timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_gpt_replay_trains_tessera_and_torch_on_nanogpts_stream_alike(tmp_path):
+    """tools/gpt-replay: the twin's initial weights and nanoGPT's batch stream, trained by both
+    backends: the same curve (16 steps, 3 evaluations) and the same whole-split losses."""
+    pytest.importorskip("torch", reason="PyTorch is not importable: gpt-replay draws nanoGPT's stream with it")
+    cfg = tiny_gpt_config(tmp_path, model={"type": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16,
+                                           "block_size": 16, "dropout": 0.0})
+    code, out, err = replay(cfg, "--torch")
+    assert code == 0, err
+    runs = last_json(out)["runs"]
+    a, b = runs["tessera"], runs["torch"]
+    assert [c["iter"] for c in a["curve"]] == [0, 8, 16] == [c["iter"] for c in b["curve"]]
+    for x, y in zip(a["curve"], b["curve"]):
+        for key in ("train_loss", "val_loss"):
+            assert abs(x[key] - y[key]) <= 1e-3, (x, y)
+    assert a["curve"][-1]["val_loss"] < a["curve"][0]["val_loss"] - 0.1  # it trained
+    assert abs(a["whole_val_loss"] - b["whole_val_loss"]) <= 1e-3, (a, b)
+    assert "tessera train" in err and "whole" in err, err
+
+
+def test_gpt_replay_refuses_dropout(tmp_path):
+    code, out, err = replay(tiny_gpt_config(tmp_path))  # dropout 0.1
+    assert code == 2 and "model.dropout is 0.1" in err and "not replayed" in err, err
+
+
 @pytest.mark.parametrize("name, device", [("gpt-char", "cuda"), ("gpt-char-cpu", "cpu")])
 def test_gpt_shipped_configs_are_valid(name, device):
     cfg = config.load(os.path.join(REPO, "configs", f"{name}.json"), REPO)
