@@ -24,29 +24,14 @@ except ImportError:
 from tessera import _C  # noqa: E402
 
 import torch_diff as H  # noqa: E402
-from torch_diff import FLOATS, INTS, Case, T  # noqa: E402
+from torch_diff import FLOATS, INTS, Case, Check, T  # noqa: E402
 
 SEED = int(os.environ.get("TESSERA_DIFF_SEED", "0"))
 N = 20  # random cases per op, besides the fixed edge cases
 OPS = [_C.lib.tsr_op_name(i).decode() for i in range(_C.lib.tsr_op_count())]
 
 SPECS = {}  # op name -> generator(op, rng) of Case / Check
-
-
-def spec(*names):
-    def register(gen):
-        for n in names:
-            SPECS[n] = gen
-        return gen
-    return register
-
-
-class Check:
-    """A check that isn't one op call against one torch call: fn(rng) returns failure messages."""
-
-    def __init__(self, desc, fn):
-        self.desc, self.fn = desc, fn
-
+spec = H.registrar(SPECS)
 
 # The transformer ops' specs live beside their other tests; run here with every op's.
 from test_transformer_ops import SPECS as _TRANSFORMER_SPECS  # noqa: E402

@@ -25,35 +25,14 @@ import tessera.nn.functional as TF  # noqa: E402
 from tessera import _C, nn  # noqa: E402
 
 import torch_diff as H  # noqa: E402
-from torch_diff import FLOATS, Case, T  # noqa: E402
+from torch_diff import FLOATS, Case, Check, T  # noqa: E402
 
 SEED = int(os.environ.get("TESSERA_DIFF_SEED", "0"))
 N = 8  # random cases per op, besides the fixed ones
 
 SPECS = {}  # op name -> generator(op, rng) of Case / Check (test_ops_vs_torch.py's format)
 ON_CUDA = {"on": False}  # set by the CUDA run: a device kernel never fails on an index out of range (ops.def)
-
-
-def spec(*names):
-    def register(gen):
-        for n in names:
-            SPECS[n] = gen
-        return gen
-    return register
-
-
-class _Check:
-    """A check that isn't one call against one torch call: fn(rng) returns failure messages."""
-
-    def __init__(self, desc, fn):
-        self.desc, self.fn = desc, fn
-
-
-def Check(desc, fn):
-    """A check of fn(rng), of the class of the runner that runs the spec: test_ops_vs_torch.py's Check where
-    that module is loaded (its run_spec, which test_cuda.py calls, tells Checks from Cases by class)."""
-    d = sys.modules.get("test_ops_vs_torch")
-    return d.Check(desc, fn) if d is not None and hasattr(d, "Check") else _Check(desc, fn)
+spec = H.registrar(SPECS)
 
 
 def pick(rng, seq):

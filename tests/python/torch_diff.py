@@ -227,6 +227,25 @@ class Case:
     out: Optional[str] = None
 
 
+class Check:
+    """A check that isn't one op call against one torch call: fn(rng) returns failure messages."""
+
+    def __init__(self, desc, fn):
+        self.desc, self.fn = desc, fn
+
+
+def registrar(specs):
+    """The @spec(*op_names) decorator that files a spec generator (op, rng) -> Case / Check
+    under each name in `specs`."""
+    def spec(*names):
+        def register(gen):
+            for n in names:
+                specs[n] = gen
+            return gen
+        return register
+    return spec
+
+
 def run_case(case, rng):
     """Runs one case; returns a list of failure messages (empty when it passes)."""
     ops = [make_operand(rng, a, case.backward) for a in case.args]
